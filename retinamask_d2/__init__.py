@@ -1,0 +1,1 @@
+"""RetinaMask for detectron2: importing this package registers the `RetinaMask` meta-architecture."""
