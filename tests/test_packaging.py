@@ -1,0 +1,39 @@
+"""The package installs with its configs, and the environment report names the detectron2 route."""
+
+import re
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import detectron2
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_wheel_ships_package_and_configs(tmp_path):
+    src = tmp_path / "src"
+    for folder in ("retinamask_d2", "configs"):
+        shutil.copytree(REPO / folder, src / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("setup.py", "README.md"):
+        shutil.copy(REPO / name, src / name)
+    cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q"]
+    subprocess.run([*cmd, "-w", str(tmp_path / "dist"), str(src)], check=True)
+    (wheel,) = (tmp_path / "dist").glob("retinamask_d2-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    configs = {p.relative_to(REPO).as_posix() for p in (REPO / "configs").rglob("*.yaml")}
+    assert configs, "configs/ holds no yaml"
+    assert {"retinamask_d2/" + c for c in configs} <= names
+    assert {"retinamask_d2/__init__.py", "retinamask_d2/env.py"} <= names
+
+
+def test_env_report_names_versions_and_route():
+    cmd = [sys.executable, "-m", "retinamask_d2.env"]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    rows = dict(re.split(r"\s{2,}", line, maxsplit=1) for line in out.splitlines())
+    assert rows["torch"] == torch.__version__
+    assert rows["detectron2"].startswith(detectron2.__version__ + " @ ")
+    assert rows["detectron2 route"][0] in "abc"
+    assert rows["detectron2._C"].split()[0] in {"present", "absent"}
