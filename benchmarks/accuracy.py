@@ -1,0 +1,265 @@
+"""Train and evaluate RetinaMask, detectron2's RetinaNet and detectron2's Mask R-CNN side by side.
+
+Same synthetic data, backbone, input size, schedule and seed for the three (see
+``synthetic_configs.SharedSpec``); each model trains in its own process with
+``retinamask_d2.engine.Trainer``, the processes taking turns every few iterations so that the
+machine's other load slows all three alike. Then each is evaluated (COCO box and mask AP), timed
+on the same validation images, one image per call, with the same thread count, and its peak
+memory is read.
+
+    python benchmarks/accuracy.py              # the full benchmark (~30 min on 2 cores)
+    python benchmarks/accuracy.py --quick      # a few iterations: checks the harness
+
+Writes ``benchmarks/results/accuracy.json``.
+"""
+
+import argparse
+import json
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import TextIO
+from statistics import median
+
+import torch
+from harness import (
+    RESULTS_DIR,
+    Worker,
+    device_description,
+    environment,
+    interleave,
+    load_average,
+    peak_memory_mb,
+    claim_stdout,
+    serve,
+    set_threads,
+    summarize_ms,
+    write_json,
+)
+from synthetic_configs import SharedSpec
+
+MODELS = ("retinamask", "retinanet", "mask_rcnn")
+TRAIN_NAME, VAL_NAME = "retinamask_benchmark_train", "retinamask_benchmark_val"
+QUICK_SPEC = SharedSpec(max_iter=4, warmup_iters=2, ims_per_batch=2, image_size=96)
+
+
+def serve_model(
+    model_name: str, spec: SharedSpec, data_dir: Path, output_dir: Path, turn: int, replies: TextIO
+):
+    """Worker: build the model's trainer, then train, evaluate and time it on command."""
+    from detectron2.data import DatasetMapper, MetadataCatalog, build_detection_test_loader
+    from detectron2.engine import HookBase
+    from detectron2.utils.env import seed_all_rng
+    from synthetic_configs import build_benchmark_model, synthetic_cfg
+
+    from retinamask_d2.data.coco_json import register_coco_json
+    from retinamask_d2.data.config import setup_datasets
+    from retinamask_d2.engine import Trainer
+
+    for name, split in ((TRAIN_NAME, "train"), (VAL_NAME, "val")):
+        register_coco_json(name, str(data_dir / f"{split}.json"), str(data_dir / split))
+    num_classes = len(json.loads((data_dir / "train.json").read_text())["categories"])
+    cfg = synthetic_cfg(model_name, spec, num_classes, str(output_dir / model_name))
+    cfg.DATASETS.TRAIN = (TRAIN_NAME,)
+    cfg.DATASETS.TEST = ()  # evaluated on command below, not by the trainer's final EvalHook
+    setup_datasets(cfg)
+    class BenchmarkTrainer(Trainer):
+        @classmethod
+        def build_model(cls, cfg):
+            return build_benchmark_model(cfg)
+
+    seed_all_rng(spec.seed)  # the same initial weights in every run
+    trainer = BenchmarkTrainer(cfg)
+    trainer.resume_or_load(resume=False)
+
+    class TakeTurns(HookBase):
+        """Pause training every ``turn`` iterations until the driver lets this model go on."""
+
+        def __init__(self):
+            self.go, self.paused = threading.Event(), threading.Event()
+
+        def after_step(self):
+            done = self.trainer.iter + 1
+            if done % turn == 0 and done < self.trainer.max_iter:
+                self.paused.set()
+                self.go.wait()
+                self.go.clear()
+
+    # Appended last: it pauses after IterationTimer has recorded the step's time.
+    hook = TakeTurns()
+    trainer.register_hooks([hook])
+    state: dict = {"thread": None, "error": None, "done": False}
+
+    def run_training() -> None:
+        try:
+            trainer.train()
+        except BaseException as e:  # handed to the main thread, which reports it
+            state["error"] = e
+        state["done"] = True
+        hook.paused.set()
+
+    def train_turn() -> dict:
+        if state["thread"] is None:
+            state["thread"] = threading.Thread(target=run_training, daemon=True)
+            state["thread"].start()
+        else:
+            hook.go.set()
+        hook.paused.wait()
+        hook.paused.clear()
+        if state["error"] is not None:
+            raise state["error"]
+        return {"iter": trainer.iter + 1, "done": state["done"]}
+
+    def evaluate() -> dict:
+        state["thread"].join()
+        eval_cfg = cfg.clone()
+        eval_cfg.DATASETS.TEST = (VAL_NAME,)
+        results = BenchmarkTrainer.test(eval_cfg, trainer.model)
+        storage = trainer.storage
+        step_s = [v for v, _ in storage.history("time").values()]
+        losses = [v for v, _ in storage.history("total_loss").values()]
+        tail = max(1, len(losses) // 10)
+        return {
+            "box": dict(results.get("bbox", {})),
+            "mask": dict(results.get("segm", {})),
+            "train_s_per_iter": median(step_s),
+            "train_s_per_iter_min": min(step_s),
+            "train_steps_timed": len(step_s),
+            "data_s_per_iter": median(v for v, _ in storage.history("data_time").values()),
+            "final_total_loss": median(losses[-tail:]),
+        }
+
+    model = trainer.model
+    inputs = list(build_detection_test_loader(cfg, VAL_NAME, mapper=DatasetMapper(cfg, False)))
+    position = {"next": 0}
+
+    def time_one() -> dict:
+        batch = inputs[position["next"] % len(inputs)]
+        position["next"] += 1
+        model.eval()
+        start = time.perf_counter()
+        with torch.no_grad():
+            model(batch)
+        return {"seconds": time.perf_counter() - start}
+
+    handlers = {
+        "ready": lambda: {"classes": MetadataCatalog.get(TRAIN_NAME).thing_classes},
+        "train": train_turn,
+        "evaluate": evaluate,
+        "time": time_one,
+        "finish": lambda: peak_memory_mb("cpu"),
+    }
+    serve(handlers, replies)
+
+
+def make_data(data_dir: Path, num_train: int, num_val: int, image_size: int, seed: int) -> None:
+    """Write the synthetic splits into ``data_dir`` unless they are there already."""
+    from retinamask_d2.data.synthetic import generate, is_generated
+
+    counts = {"train": num_train, "val": num_val}
+    if not is_generated(data_dir, counts, image_size, seed):
+        print(f"accuracy: writing the synthetic dataset to {data_dir}", flush=True)
+        generate(data_dir, counts, image_size, seed)
+
+
+def run(args: argparse.Namespace, spec: SharedSpec) -> dict:
+    """Drive the three workers through training, evaluation and timing; the results JSON."""
+    start = time.perf_counter()
+    load_before = load_average()
+    make_data(args.data_dir, args.num_train, args.num_val, args.data_image_size, spec.seed)
+    spec_args = ["--spec", json.dumps(spec.as_dict()), "--data-dir", str(args.data_dir)]
+    spec_args += ["--work-dir", str(args.work_dir), "--threads", str(args.threads)]
+    spec_args += ["--turn", str(args.turn)]
+    script = Path(__file__).resolve()
+    workers = []
+    try:
+        for name in MODELS:
+            log = args.work_dir / "logs" / f"accuracy_{name}.log"
+            workers.append(Worker(name, script, [*spec_args, "--model", name], log))
+        for worker in workers:
+            worker.ask("ready")
+        train_start = time.perf_counter()
+        active = list(workers)
+        while active:
+            for worker in list(active):
+                reply = worker.ask("train")
+                if reply["done"]:
+                    active.remove(worker)
+            print(f"accuracy: trained to iteration {reply['iter']}", flush=True)
+        train_wall = time.perf_counter() - train_start
+        rows = {w.name: {"model": w.name, **w.ask("evaluate")} for w in workers}
+        interleave(workers, "time", args.warmup)
+        timed = interleave(workers, "time", args.timed_images)
+        for worker in workers:
+            seconds = [reply["seconds"] for reply in timed[worker.name]]
+            rows[worker.name]["inference"] = summarize_ms(seconds)
+            rows[worker.name].update(worker.finish())
+    finally:
+        for worker in workers:
+            worker.kill()
+    return {
+        "benchmark": "accuracy",
+        "device": device_description("cpu"),
+        "threads": args.threads,
+        "quick": args.quick,
+        "spec": spec.as_dict(),
+        "data": {
+            "generator": "python -m retinamask_d2.data.synthetic",
+            "train_images": args.num_train,
+            "val_images": args.num_val,
+            "image_size": args.data_image_size,
+            "seed": spec.seed,
+        },
+        "turn_iters": args.turn,
+        "timed_images": args.timed_images,
+        "load_average_before": load_before,
+        "load_average_after": load_average(),
+        "environment": environment(),
+        "models": [rows[name] for name in MODELS],
+        "train_wall_s": train_wall,
+        "wall_s": time.perf_counter() - start,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads, same for all")
+    parser.add_argument("--max-iter", type=int, help="training iterations (default: SharedSpec)")
+    parser.add_argument("--num-train", type=int, default=600, help="synthetic training images")
+    parser.add_argument("--num-val", type=int, default=100, help="synthetic validation images")
+    parser.add_argument("--data-image-size", type=int, default=128, help="synthetic image side")
+    parser.add_argument("--data-dir", type=Path, default=Path("datasets/benchmark_synthetic"))
+    parser.add_argument("--timed-images", type=int, default=50, help="images timed per model")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed images per model")
+    parser.add_argument("--turn", type=int, default=10, help="iterations per turn of a model")
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "accuracy.json")
+    parser.add_argument("--work-dir", type=Path, default=Path("output/benchmarks"))
+    parser.add_argument("--quick", action="store_true", help="a few iterations: seconds")
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--model", help=argparse.SUPPRESS)
+    parser.add_argument("--spec", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    set_threads(args.threads)
+    if args.serve:
+        replies = claim_stdout()
+        spec = SharedSpec(**json.loads(args.spec))
+        output_dir = args.work_dir / "accuracy"
+        serve_model(args.model, spec, args.data_dir, output_dir, args.turn, replies)
+        return
+
+    spec = SharedSpec()
+    if args.quick:
+        spec = QUICK_SPEC
+        args.num_train, args.num_val, args.data_image_size = 8, 4, spec.image_size
+        args.timed_images, args.warmup, args.turn = 2, 0, 2
+        args.data_dir = args.work_dir / "synthetic_quick"
+    if args.max_iter is not None:
+        spec = replace(spec, max_iter=args.max_iter)
+    result = run(args, spec)
+    write_json(args.out, result)
+    print(f"accuracy: wrote {args.out} in {result['wall_s']:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

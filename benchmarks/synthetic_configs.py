@@ -1,0 +1,132 @@
+"""Configs of the three models for the accuracy benchmark on the synthetic shapes.
+
+Each model starts from its own base config (RetinaMask's ``Base-RetinaMask.yaml``, detectron2's
+``Base-RetinaNet.yaml`` and ``Base-RCNN-FPN.yaml`` with masks), so each keeps what makes it that
+model (detectron2's RetinaNet keeps its P6-from-res5, box coder and NMS 0.5; Mask R-CNN its RPN,
+512 sampled RoIs per image and box head). :func:`apply_shared` then sets everything that must be
+the same for a fair comparison, in one place: backbone, FPN width, head depths and widths,
+anchors, input size, schedule and seed. Nothing here is pretrained: everything starts from
+random weights, so the ResNet and FPN use GroupNorm and train all stages.
+"""
+
+from dataclasses import asdict, dataclass
+
+import torch
+from detectron2 import model_zoo
+from detectron2.config import CfgNode, get_cfg
+from detectron2.modeling import RetinaNet, build_model
+
+import retinamask_d2
+from retinamask_d2.model_zoo import get_config_file
+from retinamask_d2.modeling.retinanet_head import build_retinanet_head
+
+BASE_CONFIGS = {
+    "retinanet": "Base-RetinaNet.yaml",
+    "mask_rcnn": "Base-RCNN-FPN.yaml",
+}
+# RetinaNet's octave scales 2^0, 2^(1/3), 2^(2/3) of each level's anchor size.
+OCTAVE_SCALES = (1.0, 2 ** (1 / 3), 2 ** (2 / 3))
+
+
+@dataclass(frozen=True)
+class SharedSpec:
+    """What the three models share. The defaults fit the 2-core CPU budget of ~30 minutes."""
+
+    depth: int = 18  # ResNet depth (18 or 34: basic blocks)
+    fpn_channels: int = 64
+    head_convs: int = 2  # RetinaNet towers (box and class), for RetinaNet and RetinaMask
+    mask_convs: int = 2  # mask head convs, for RetinaMask and Mask R-CNN
+    mask_dim: int = 64  # mask head channels
+    box_fc_dim: int = 256  # Mask R-CNN's box head (detectron2 default 1024 for 256-ch FPN)
+    image_size: int = 128  # train and test short and long side (the synthetic images' size)
+    anchor_size: int = 16  # anchor size on the finest detection level; doubles per level
+    ims_per_batch: int = 4
+    base_lr: float = 0.01
+    max_iter: int = 300
+    warmup_iters: int = 50
+    seed: int = 0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def synthetic_cfg(model: str, spec: SharedSpec, num_classes: int, output_dir: str) -> CfgNode:
+    """The config of ``model`` ("retinamask", "retinanet" or "mask_rcnn") for ``spec``."""
+    cfg = get_cfg()
+    retinamask_d2.add_retinamask_config(cfg)  # unused keys for the other two models
+    if model == "retinamask":
+        cfg.merge_from_file(get_config_file("Base-RetinaMask.yaml"))
+    elif model in BASE_CONFIGS:
+        cfg.merge_from_file(model_zoo.get_config_file(BASE_CONFIGS[model]))
+        cfg.MODEL.MASK_ON = model == "mask_rcnn"
+    else:
+        raise ValueError(f"unknown model {model!r}; choose from retinamask, {', '.join(BASE_CONFIGS)}")
+    apply_shared(cfg, spec, num_classes)
+    cfg.OUTPUT_DIR = output_dir
+    return cfg
+
+
+def apply_shared(cfg: CfgNode, spec: SharedSpec, num_classes: int) -> None:
+    """Set the values every model shares (in place)."""
+    cfg.MODEL.WEIGHTS = ""
+    cfg.MODEL.DEVICE = "cpu"
+    cfg.MODEL.PIXEL_STD = [57.375, 57.120, 58.395]  # from scratch: inputs of unit scale
+    cfg.MODEL.BACKBONE.FREEZE_AT = 0
+    cfg.MODEL.RESNETS.DEPTH = spec.depth
+    cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 64  # required by basic-block ResNets
+    cfg.MODEL.RESNETS.NORM = "GN"
+    cfg.MODEL.FPN.OUT_CHANNELS = spec.fpn_channels
+    cfg.MODEL.FPN.NORM = "GN"
+
+    # Anchors: one size per level (Mask R-CNN, P2-P6) or three octave scales per level
+    # (RetinaNet and RetinaMask, P3-P7), starting at spec.anchor_size and doubling.
+    sizes = [spec.anchor_size * 2**level for level in range(5)]
+    if cfg.MODEL.META_ARCHITECTURE == "GeneralizedRCNN":
+        cfg.MODEL.ANCHOR_GENERATOR.SIZES = [[s] for s in sizes]
+    else:
+        cfg.MODEL.ANCHOR_GENERATOR.SIZES = [[s * k for k in OCTAVE_SCALES] for s in sizes]
+
+    cfg.MODEL.RETINANET.NUM_CLASSES = num_classes
+    cfg.MODEL.RETINANET.NUM_CONVS = spec.head_convs
+    cfg.MODEL.RETINANET.NORM = "GN"
+    cfg.MODEL.ROI_HEADS.NUM_CLASSES = num_classes
+    cfg.MODEL.ROI_BOX_HEAD.FC_DIM = spec.box_fc_dim
+    cfg.MODEL.ROI_MASK_HEAD.NUM_CONV = spec.mask_convs
+    cfg.MODEL.ROI_MASK_HEAD.CONV_DIM = spec.mask_dim
+
+    cfg.INPUT.MIN_SIZE_TRAIN = (spec.image_size,)
+    cfg.INPUT.MAX_SIZE_TRAIN = spec.image_size
+    cfg.INPUT.MIN_SIZE_TEST = spec.image_size
+    cfg.INPUT.MAX_SIZE_TEST = spec.image_size
+    cfg.INPUT.RANDOM_FLIP = "horizontal"
+
+    cfg.SOLVER.IMS_PER_BATCH = spec.ims_per_batch
+    cfg.SOLVER.BASE_LR = spec.base_lr
+    cfg.SOLVER.MAX_ITER = spec.max_iter
+    # Learning rate x0.1 at 75% and 90% of the schedule, as detectron2's 1x is at 2/3 and 8/9.
+    steps = {int(spec.max_iter * f) for f in (0.75, 0.9)}
+    cfg.SOLVER.STEPS = tuple(sorted(s for s in steps if 0 < s < spec.max_iter))
+    cfg.SOLVER.WARMUP_ITERS = min(spec.warmup_iters, spec.max_iter)
+    cfg.SOLVER.CHECKPOINT_PERIOD = 10**9  # only model_final
+    cfg.TEST.EVAL_PERIOD = 0
+    cfg.TEST.DETECTIONS_PER_IMAGE = 100
+    cfg.DATALOADER.NUM_WORKERS = 0  # the 2 cores are for the models
+    cfg.SEED = spec.seed
+
+
+def build_benchmark_model(cfg: CfgNode) -> torch.nn.Module:
+    """detectron2's ``build_model``, except that detectron2's RetinaNet with
+    ``MODEL.RETINANET.NORM: "GN"`` gets its head from ``build_retinanet_head``.
+
+    detectron2 v0.6's own RetinaNet cannot build a GN head (RetinaMask works around it the same
+    way); without GN its towers would not train from scratch like RetinaMask's.
+    """
+    if cfg.MODEL.META_ARCHITECTURE != "RetinaNet" or cfg.MODEL.RETINANET.NORM != "GN":
+        return build_model(cfg)
+    without_head_norm = cfg.clone()
+    without_head_norm.defrost()
+    without_head_norm.MODEL.RETINANET.NORM = ""
+    kwargs = RetinaNet.from_config(without_head_norm)
+    shapes = kwargs["backbone"].output_shape()
+    kwargs["head"] = build_retinanet_head(cfg, [shapes[f] for f in cfg.MODEL.RETINANET.IN_FEATURES])
+    return RetinaNet(**kwargs).to(torch.device(cfg.MODEL.DEVICE))

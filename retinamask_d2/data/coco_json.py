@@ -1,0 +1,243 @@
+"""Register a COCO-format json plus an image folder as a detectron2 dataset, checked first.
+
+detectron2's ``load_coco_json`` does the loading. Before it runs, every image and annotation of
+the json is checked, because ``load_coco_json`` and the data loader either accept bad input
+silently (an annotation whose polygons all have fewer than 3 points just disappears, a zero-area
+box trains nothing) or fail much later without saying where (a missing image stops training at a
+random iteration; an unknown category id gives a ``KeyError`` with no file or annotation).
+
+What can be skipped without changing the meaning of the rest is skipped, counted and logged with
+the annotation ids: polygon parts with fewer than 3 points (the whole annotation when no part is
+left), zero-area boxes, boxes entirely outside their image, annotations of images the json does
+not list, annotations without a mask when others have one. Boxes partly outside their image are
+kept (the data loader clips them) and counted. Everything else stops with a
+:class:`CocoJsonError` naming the file and the image or annotation: unknown category ids, missing
+image files, images without a size, RLE masks whose size is not the image's, malformed boxes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data.datasets import load_coco_json
+
+logger = logging.getLogger(__name__)
+
+# Reasons an annotation is skipped, as the log names them.
+TOO_FEW_POINTS = "no polygon with 3 or more points"
+ZERO_AREA = "zero-area box"
+OUTSIDE = "box entirely outside its image"
+UNKNOWN_IMAGE = "image id not in 'images'"
+NO_MASK = "no segmentation while other annotations have one"
+MAX_IDS_SHOWN = 10
+
+
+_CHECKED_DATASETS: set[str] = set()
+
+
+class CocoJsonError(ValueError):
+    """A COCO-format dataset that cannot be used as it is; the message says where and why."""
+
+
+@dataclass
+class CheckReport:
+    """What :func:`check_coco_json` found in a json that can be used."""
+
+    skipped: dict[str, list] = field(default_factory=dict)  # reason -> annotation ids
+    clipped: list = field(default_factory=list)  # ids of boxes partly outside their image
+    dropped_parts: list = field(default_factory=list)  # ids that lost a polygon part (< 3 points)
+    has_masks: bool = False  # some annotation has a segmentation
+    has_rle: bool = False  # some uncrowded annotation stores its mask as RLE
+
+
+def register_coco_json(name: str, json_file: str, image_root: str, missing_hint: str = "") -> None:
+    """Register ``name`` as the checked COCO-format dataset of ``json_file`` and ``image_root``.
+
+    Like detectron2's ``register_coco_instances`` (same metadata, so ``COCOEvaluator`` finds the
+    json), but loading goes through :func:`load_checked_coco_json`, once per process.
+    ``missing_hint`` ends the error raised when the json does not exist (e.g. how to make it).
+    """
+    if name in DatasetCatalog.list():
+        known = MetadataCatalog.get(name)
+        if (known.get("json_file"), known.get("image_root")) == (json_file, image_root):
+            return
+        raise CocoJsonError(
+            f"dataset name {name!r} is already registered (json {known.get('json_file')!r}); "
+            f"choose another name for {json_file!r}"
+        )
+    cache: list[list[dict]] = []
+
+    def load() -> list[dict]:
+        if not os.path.isfile(json_file):
+            raise CocoJsonError(f"{json_file}: no such file (dataset {name!r}){missing_hint}")
+        if not cache:
+            cache.append(load_checked_coco_json(json_file, image_root, name))
+        return cache[0]
+
+    DatasetCatalog.register(name, load)
+    _CHECKED_DATASETS.add(name)
+    MetadataCatalog.get(name).set(json_file=json_file, image_root=image_root, evaluator_type="coco")
+
+
+def is_checked_coco_json(name: str) -> bool:
+    """Whether ``name`` was registered by :func:`register_coco_json` (loads are checked)."""
+    return name in _CHECKED_DATASETS and name in DatasetCatalog.list()
+
+
+def load_checked_coco_json(json_file: str, image_root: str, dataset_name: str) -> list[dict]:
+    """Check the json (see the module docstring), then load it with detectron2's loader.
+
+    Returns detectron2's dataset dicts without the skipped annotations; each annotation keeps
+    its json ``id``. Sets the metadata ``has_masks`` and ``has_rle_masks`` (polygon-only mask
+    handling cannot read RLE) for the checks of :mod:`retinamask_d2.data.config`.
+    """
+    report = check_coco_json(json_file, image_root)
+    # load_coco_json itself drops polygon parts with fewer than 3 points; the log says so below.
+    dicts = load_coco_json(json_file, image_root, dataset_name, extra_annotation_keys=["id"])
+    skipped_ids = {ann_id for ids in report.skipped.values() for ann_id in ids}
+    for record in dicts:
+        record["annotations"] = [a for a in record["annotations"] if a["id"] not in skipped_ids]
+    MetadataCatalog.get(dataset_name).set(has_masks=report.has_masks, has_rle_masks=report.has_rle)
+    for reason, ids in report.skipped.items():
+        logger.warning(f"{json_file}: skipped {len(ids)} annotation(s), {reason}: ids {_some(ids)}")
+    if report.dropped_parts:
+        logger.warning(
+            f"{json_file}: dropped polygon parts with fewer than 3 points from "
+            f"{len(report.dropped_parts)} annotation(s): ids {_some(report.dropped_parts)}"
+        )
+    if report.clipped:
+        logger.info(
+            f"{json_file}: {len(report.clipped)} box(es) partly outside their image are clipped "
+            f"to it: ids {_some(report.clipped)}"
+        )
+    return dicts
+
+
+def check_coco_json(json_file: str, image_root: str) -> CheckReport:
+    """Check a COCO instances json against its image folder; raise :class:`CocoJsonError` for
+    what cannot be skipped."""
+    data = _read_json(json_file)
+    for key in ("images", "annotations", "categories"):
+        if not isinstance(data.get(key), list):
+            raise CocoJsonError(f"{json_file}: no {key!r} list; is this a COCO instances json?")
+    if not data["categories"]:
+        raise CocoJsonError(f"{json_file}: 'categories' is empty")
+    category_ids = {c["id"] for c in data["categories"]}
+    images = {img.get("id"): img for img in data["images"]}
+    _check_images(json_file, image_root, data["images"])
+
+    skipped: dict[str, list] = defaultdict(list)
+    report = CheckReport(has_masks=any(a.get("segmentation") for a in data["annotations"]))
+    ann_ids = Counter(a.get("id") for a in data["annotations"])
+    for ann in data["annotations"]:
+        ann_id = ann.get("id")
+        where = f"{json_file}: annotation id {ann_id}"
+        if ann_ids[ann_id] > 1:
+            raise CocoJsonError(f"{where}: {ann_ids[ann_id]} annotations share this id")
+        image = images.get(ann.get("image_id"))
+        if image is not None:
+            where += f" (image id {image['id']}, {image['file_name']!r})"
+        if ann.get("category_id") not in category_ids:
+            raise CocoJsonError(
+                f"{where}: category_id {ann.get('category_id')!r} is not among the ids of "
+                f"'categories' ({sorted(category_ids)})"
+            )
+        if image is None:
+            skipped[UNKNOWN_IMAGE].append(ann_id)
+            continue
+        box = ann.get("bbox")
+        if not (isinstance(box, list) and len(box) == 4 and all(_finite(v) for v in box)):
+            raise CocoJsonError(
+                f"{where}: 'bbox' must be 4 finite numbers [x, y, w, h], got {box!r}"
+            )
+        x, y, w, h = box
+        if w <= 0 or h <= 0:
+            skipped[ZERO_AREA].append(ann_id)
+            continue
+        width, height = image["width"], image["height"]
+        if x >= width or y >= height or x + w <= 0 or y + h <= 0:
+            skipped[OUTSIDE].append(ann_id)
+            continue
+        if x < -1 or y < -1 or x + w > width + 1 or y + h > height + 1:
+            report.clipped.append(ann_id)
+        segmentation = ann.get("segmentation")
+        if isinstance(segmentation, dict):
+            _check_rle(where, segmentation, height, width)
+            report.has_rle = report.has_rle or not ann.get("iscrowd", 0)
+        elif isinstance(segmentation, list) and segmentation:
+            if not all(isinstance(p, list) for p in segmentation):
+                raise CocoJsonError(
+                    f"{where}: polygon 'segmentation' must be a list of lists [[x1, y1, x2, y2, "
+                    f"...], ...], got {str(segmentation)[:60]}"
+                )
+            valid = [_valid_polygon(p) for p in segmentation]
+            if not any(valid):
+                skipped[TOO_FEW_POINTS].append(ann_id)
+            elif not all(valid):
+                report.dropped_parts.append(ann_id)
+        elif segmentation:
+            raise CocoJsonError(f"{where}: 'segmentation' is neither polygons nor an RLE dict")
+        elif report.has_masks:
+            skipped[NO_MASK].append(ann_id)
+    report.skipped = dict(skipped)
+    return report
+
+
+def _read_json(json_file: str) -> dict[str, Any]:
+    try:
+        with open(json_file) as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        raise CocoJsonError(f"{json_file}: no such file") from None
+    except json.JSONDecodeError as e:
+        raise CocoJsonError(f"{json_file}: not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise CocoJsonError(f"{json_file}: expected a JSON object at the top level")
+    return data
+
+
+def _check_images(json_file: str, image_root: str, images: list[dict]) -> None:
+    missing = []
+    for image in images:
+        for key in ("id", "file_name", "width", "height"):
+            if key not in image:
+                raise CocoJsonError(f"{json_file}: image {image.get('id', image)!r} has no {key!r}")
+        if not os.path.isfile(os.path.join(image_root, image["file_name"])):
+            missing.append(image)
+    if missing:
+        first = missing[0]
+        raise CocoJsonError(
+            f"{json_file}: {len(missing)} of {len(images)} image files are missing under "
+            f"{image_root!r}, e.g. image id {first['id']}: "
+            f"{os.path.join(image_root, first['file_name'])!r}; is the image folder right?"
+        )
+
+
+def _check_rle(where: str, rle: dict, height: int, width: int) -> None:
+    if "counts" not in rle or "size" not in rle:
+        raise CocoJsonError(f"{where}: an RLE 'segmentation' needs 'size' and 'counts'")
+    if list(rle["size"]) != [height, width]:
+        raise CocoJsonError(
+            f"{where}: RLE size {list(rle['size'])} is not the image's [height, width] "
+            f"[{height}, {width}]"
+        )
+
+
+def _valid_polygon(polygon: Any) -> bool:
+    return isinstance(polygon, list) and len(polygon) >= 6 and len(polygon) % 2 == 0
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def _some(ids: list) -> str:
+    shown = ", ".join(str(i) for i in ids[:MAX_IDS_SHOWN])
+    return shown + (f" and {len(ids) - MAX_IDS_SHOWN} more" if len(ids) > MAX_IDS_SHOWN else "")

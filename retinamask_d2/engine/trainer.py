@@ -1,0 +1,116 @@
+"""A DefaultTrainer for any detectron2 meta-architecture that also runs on CPU processes, evaluates
+with COCOEvaluator and resumes exactly.
+
+What it changes in detectron2's ``DefaultTrainer``, and why:
+
+* ``__init__`` wraps the model for several processes with ``device_ids=None`` when the model is
+  on the CPU: ``create_ddp_model`` always passes ``device_ids=[local_rank]``, which
+  ``DistributedDataParallel`` rejects for a CPU module, so ``--num-gpus N`` without a GPU (N GLOO
+  processes) could not train. The rest of ``__init__`` does what detectron2's does.
+* ``build_train_loader`` returns a :class:`~retinamask_d2.data.train_loader.ResumableTrainLoader`
+  (batches and augmentations a function of seed and iteration) and ``build_hooks`` adds
+  :class:`~retinamask_d2.engine.hooks.ReproducibleSteps`; with them a run killed and resumed ends
+  with the weights of an uninterrupted run. Other ``DATALOADER.SAMPLER_TRAIN`` values fall back to
+  detectron2's loader (resuming then continues, but not bit for bit).
+* ``state_dict`` also saves the optimizer, which detectron2 v0.6 leaves out of checkpoints
+  (later versions save it the same way, under ``"_trainer"``).
+* ``build_evaluator`` is COCOEvaluator (boxes, and masks with ``MODEL.MASK_ON``) in its pure-Python
+  mode, which needs no ``detectron2._C``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import weakref
+
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import CfgNode
+from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, create_ddp_model
+from detectron2.engine.train_loop import TrainerBase
+from detectron2.evaluation import COCOEvaluator
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
+
+from retinamask_d2.data.train_loader import ResumableTrainLoader, build_resumable_train_loader
+
+from .hooks import ReproducibleSteps
+
+
+class Trainer(DefaultTrainer):
+    """detectron2's ``DefaultTrainer`` plus CPU processes, COCO evaluation and exact resume."""
+
+    def __init__(self, cfg: CfgNode):
+        TrainerBase.__init__(self)
+        if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
+            setup_logger()
+        cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
+
+        model = self.build_model(cfg)
+        optimizer = self.build_optimizer(cfg, model)
+        data_loader = self.build_train_loader(cfg)
+
+        model = create_ddp_model(model, broadcast_buffers=False, **ddp_device_kwargs(model))
+        trainer_class = AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer
+        self._trainer = trainer_class(model, data_loader, optimizer)
+
+        self.scheduler = self.build_lr_scheduler(cfg, optimizer)
+        self.checkpointer = DetectionCheckpointer(
+            model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self)
+        )
+        self.start_iter = 0
+        self.max_iter = cfg.SOLVER.MAX_ITER
+        self.cfg = cfg
+
+        self.register_hooks(self.build_hooks())
+
+    def state_dict(self) -> dict:
+        # detectron2 v0.6 leaves the optimizer (momentum) out of checkpoints; later versions save
+        # it under "_trainer", as this does, so checkpoints of both resume the same way.
+        state = super().state_dict()
+        state["_trainer"] = self._trainer.state_dict()
+        return state
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        TrainerBase.load_state_dict(self, state_dict)
+        if "_trainer" in state_dict:
+            self._trainer.load_state_dict(state_dict["_trainer"])
+        else:
+            logging.getLogger(__name__).warning(
+                "the checkpoint has no optimizer state: SGD momentum restarts from zero"
+            )
+
+    def build_hooks(self) -> list:
+        loader = self.data_loader
+        if isinstance(loader, ResumableTrainLoader):
+            seed = loader.batch_sampler.seed
+        else:
+            seed = self.cfg.SEED if self.cfg.SEED >= 0 else comm.shared_random_seed()
+        return [ReproducibleSteps(seed), *super().build_hooks()]
+
+    @classmethod
+    def build_train_loader(cls, cfg: CfgNode):
+        if cfg.DATALOADER.SAMPLER_TRAIN != "TrainingSampler":
+            logging.getLogger(__name__).warning(
+                f"DATALOADER.SAMPLER_TRAIN {cfg.DATALOADER.SAMPLER_TRAIN}: using detectron2's "
+                "loader, whose position is not checkpointed; a resumed run will see other images"
+            )
+            return super().build_train_loader(cfg)
+        return build_resumable_train_loader(cfg)
+
+    @classmethod
+    def build_evaluator(cls, cfg: CfgNode, dataset_name: str, output_folder: str | None = None):
+        if output_folder is None:
+            output_folder = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
+        tasks = ("bbox", "segm") if cfg.MODEL.MASK_ON else ("bbox",)
+        return COCOEvaluator(
+            dataset_name, tasks=tasks, output_dir=output_folder, use_fast_impl=False
+        )
+
+
+def ddp_device_kwargs(model: torch.nn.Module) -> dict:
+    """``device_ids=None`` for a model on the CPU (DistributedDataParallel refuses a device list
+    there); nothing for a GPU model, where detectron2's default ``[local_rank]`` is right."""
+    on_cpu = all(p.device.type == "cpu" for p in model.parameters())
+    return {"device_ids": None} if on_cpu else {}

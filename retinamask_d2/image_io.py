@@ -1,0 +1,168 @@
+"""Reading images from files or arrays into the 8-bit, 3-channel arrays a detector takes.
+
+detectron2's ``read_image`` clips 16-bit images to 255 (a 16-bit grayscale PNG comes out all
+white) and keeps the colour that an RGBA image stores under fully transparent pixels (often
+black or junk), and its errors do not say which file failed or why. This module scales 16-bit
+data, flattens alpha onto white (what an image viewer shows) and turns every failure into an
+:class:`ImageReadError` whose message names the file and the problem.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+# Suffixes taken from a folder given as input; files named explicitly are tried whatever their name.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm")
+
+# Larger images are refused rather than downscaled: results stay in the file's own pixel
+# coordinates (a downscaled image would give COCO boxes and masks that silently do not match
+# the file), and full-size masks of up to 100 detections would need gigabytes beyond this.
+DEFAULT_MAX_MEGAPIXELS = 64.0
+
+_SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+
+
+class ImageReadError(ValueError):
+    """An image that cannot be used; the message names the file (or array) and what is wrong."""
+
+
+def read_image(
+    path: str | os.PathLike,
+    format: str = "BGR",
+    max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS,
+) -> np.ndarray:
+    """Read an image file as an (H, W, 3) uint8 array in ``format`` ("BGR" or "RGB").
+
+    Applies the EXIF orientation; grayscale is repeated to 3 channels, 16-bit data is scaled to
+    8 bits, alpha is flattened onto white. Images over ``max_megapixels`` (None: no limit) are
+    refused before their pixels are decoded.
+    """
+    _check_format(format)
+    path = Path(path)
+    try:
+        with _pixel_limit(max_megapixels), Image.open(path) as image:
+            _check_size(image.size, max_megapixels, path)
+            image.load()
+            rgb = _pil_to_rgb(ImageOps.exif_transpose(image), path)
+    except ImageReadError:
+        raise
+    except FileNotFoundError:
+        raise ImageReadError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise ImageReadError(f"{path}: is a folder, not an image file") from None
+    except PermissionError:
+        raise ImageReadError(f"{path}: permission denied") from None
+    except UnidentifiedImageError:
+        raise ImageReadError(f"{path}: not an image file (Pillow cannot identify it)") from None
+    except Image.DecompressionBombError as e:
+        raise ImageReadError(f"{path}: {_too_large_message(max_megapixels)} ({e})") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        raise ImageReadError(f"{path}: truncated or corrupt image data ({e})") from None
+    return rgb if format == "RGB" else np.ascontiguousarray(rgb[:, :, ::-1])
+
+
+def to_uint8_3channel(image: np.ndarray, name: str = "image") -> np.ndarray:
+    """An (H, W, 3) uint8 copy of an image array, keeping its channel order.
+
+    Takes (H, W), (H, W, 1), (H, W, 3) and (H, W, 4) arrays (the 4th channel is alpha, flattened
+    onto white) of dtype uint8, uint16 (scaled to 8 bits), bool, or other integers within 0-255.
+    Floats are refused: 0-1 and 0-255 floats cannot be told apart.
+    """
+    image = np.asarray(image)
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (3, 4)):
+        raise ImageReadError(
+            f"{name}: expected an (H, W), (H, W, 3) or (H, W, 4) array, got shape {image.shape}"
+        )
+    if image.shape[0] == 0 or image.shape[1] == 0:
+        raise ImageReadError(f"{name}: empty image of shape {image.shape}")
+    image = _to_uint8(image, name)
+    if image.ndim == 2:
+        return np.repeat(image[:, :, None], 3, axis=2)
+    if image.shape[2] == 4:
+        return _flatten_alpha(image)
+    return np.ascontiguousarray(image)
+
+
+def _to_uint8(image: np.ndarray, name: str) -> np.ndarray:
+    if image.dtype == np.uint8:
+        return image
+    if image.dtype == np.bool_:
+        return image.astype(np.uint8) * 255
+    if image.dtype == np.uint16:
+        return np.round(image / 257.0).astype(np.uint8)
+    if np.issubdtype(image.dtype, np.integer):
+        if image.min() >= 0 and image.max() <= 255:
+            return image.astype(np.uint8)
+        raise ImageReadError(
+            f"{name}: {image.dtype} values span {image.min()}..{image.max()}; pass uint8 (0-255) "
+            "or uint16 (0-65535)"
+        )
+    raise ImageReadError(f"{name}: dtype {image.dtype} is not supported; pass uint8 or uint16")
+
+
+def _flatten_alpha(image: np.ndarray) -> np.ndarray:
+    alpha = image[:, :, 3:].astype(np.float32) / 255.0
+    flat = image[:, :, :3].astype(np.float32) * alpha + 255.0 * (1.0 - alpha)
+    return np.round(flat).astype(np.uint8)
+
+
+def _pil_to_rgb(image: Image.Image, path: Path) -> np.ndarray:
+    if image.mode in _SIXTEEN_BIT_MODES:
+        values = np.asarray(image)
+        if values.min() < 0 or values.max() > 65535:
+            raise ImageReadError(
+                f"{path}: {image.mode} pixel values {values.min()}..{values.max()} do not fit "
+                "16 bits; only 8- and 16-bit images are supported"
+            )
+        return to_uint8_3channel(values.astype(np.uint16), str(path))
+    if image.mode == "F":
+        raise ImageReadError(f"{path}: 32-bit float images are not supported; save as 8 or 16 bit")
+    has_alpha = "A" in image.mode or "transparency" in image.info
+    return to_uint8_3channel(np.asarray(image.convert("RGBA" if has_alpha else "RGB")), str(path))
+
+
+def _check_format(format: str) -> None:
+    if format not in ("BGR", "RGB"):
+        raise ValueError(f"format must be 'BGR' or 'RGB', got {format!r}")
+
+
+def _check_size(size: tuple[int, int], max_megapixels: float | None, path: Path) -> None:
+    width, height = size
+    if max_megapixels is not None and width * height > max_megapixels * 1e6:
+        raise ImageReadError(
+            f"{path}: {width}x{height} ({width * height / 1e6:.3g} MP) is "
+            f"{_too_large_message(max_megapixels)}"
+        )
+
+
+def _too_large_message(max_megapixels: float | None) -> str:
+    return (
+        f"over the limit of {max_megapixels:g} megapixels; downscale it, or raise the limit "
+        "(demo: --max-megapixels) if memory allows"
+    )
+
+
+@contextlib.contextmanager
+def _pixel_limit(max_megapixels: float | None) -> Iterator[None]:
+    """Make Pillow's decompression-bomb guard follow ``max_megapixels`` while reading one file.
+
+    Pillow warns above ``Image.MAX_IMAGE_PIXELS`` and refuses above twice that; our own limit is
+    checked from the header, so Pillow's is set to match it (or lifted when there is none).
+    """
+    saved = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None if max_megapixels is None else int(max_megapixels * 1e6)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved

@@ -1,0 +1,13 @@
+"""Building blocks of RetinaMask; importing this module registers the backbone."""
+
+from .backbone import build_retinamask_resnet_fpn_backbone
+from .mask_branch import RetinaMaskBranch
+from .mask_rois import select_mask_training_rois
+from .smooth_l1 import SelfAdjustingSmoothL1Loss
+
+__all__ = [
+    "RetinaMaskBranch",
+    "SelfAdjustingSmoothL1Loss",
+    "build_retinamask_resnet_fpn_backbone",
+    "select_mask_training_rois",
+]

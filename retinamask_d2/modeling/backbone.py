@@ -1,0 +1,27 @@
+"""ResNet-FPN backbone whose P6 is computed from P5, as in RetinaMask."""
+
+from detectron2.layers import ShapeSpec
+from detectron2.modeling import BACKBONE_REGISTRY
+from detectron2.modeling.backbone import FPN, Backbone
+from detectron2.modeling.backbone.fpn import LastLevelP6P7
+from detectron2.modeling.backbone.resnet import build_resnet_backbone
+
+
+@BACKBONE_REGISTRY.register()
+def build_retinamask_resnet_fpn_backbone(cfg, input_shape: ShapeSpec) -> Backbone:
+    """P3-P7 ResNet-FPN, P6 = conv3x3/2(P5) and P7 = conv3x3/2(ReLU(P6)).
+
+    The official RetinaMask code feeds P6 from the FPN's P5; detectron2's
+    ``build_retinanet_resnet_fpn_backbone`` feeds it from res5. Everything else
+    (lateral/output convs, ``MODEL.FPN.NORM`` for GN, fuse type) is detectron2's FPN.
+    """
+    bottom_up = build_resnet_backbone(cfg, input_shape)
+    out_channels = cfg.MODEL.FPN.OUT_CHANNELS
+    return FPN(
+        bottom_up=bottom_up,
+        in_features=cfg.MODEL.FPN.IN_FEATURES,
+        out_channels=out_channels,
+        norm=cfg.MODEL.FPN.NORM,
+        top_block=LastLevelP6P7(out_channels, out_channels, in_feature="p5"),
+        fuse_type=cfg.MODEL.FPN.FUSE_TYPE,
+    )

@@ -1,0 +1,74 @@
+"""Every shipped config loads, builds its model and runs it; the paper configs hold the recipe."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from detectron2.config import get_cfg
+from detectron2.modeling import build_model
+
+from retinamask_d2 import RetinaMask, add_retinamask_config
+from tests.common import CONFIGS_DIR
+
+CONFIG_FILES = sorted(
+    p for p in CONFIGS_DIR.rglob("*.yaml") if "quickstart" not in p.relative_to(CONFIGS_DIR).parts
+)
+PAPER_CONFIGS = sorted(p for p in CONFIG_FILES if p.parent.name == "paper" and "Base" not in p.name)
+
+
+def _load(path: Path):
+    cfg = get_cfg()
+    add_retinamask_config(cfg)
+    cfg.merge_from_file(str(path))
+    return cfg
+
+
+def test_the_expected_configs_exist():
+    names = {str(p.relative_to(CONFIGS_DIR)) for p in CONFIG_FILES}
+    assert {
+        "Base-RetinaMask.yaml",
+        "retinamask_R50_FPN.yaml",
+        "paper/retinamask_R50_FPN_2x_ms.yaml",
+        "paper/retinamask_R101_FPN_2x_ms.yaml",
+        "paper/retinamask_R101_FPN_GN_2x_ms.yaml",
+        "paper/retinamask_X101_32x8d_FPN_GN_2x_ms.yaml",
+    } <= names
+
+
+@pytest.mark.parametrize("path", CONFIG_FILES, ids=lambda p: str(p.relative_to(CONFIGS_DIR)))
+def test_config_builds_a_model_that_runs(path):
+    cfg = _load(path)
+    cfg.MODEL.DEVICE = "cpu"
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    assert isinstance(model, RetinaMask)
+    with torch.no_grad():
+        # Without weights (FrozenBN is an identity) deep features are meaningless: make every
+        # anchor a detection (score 0.5, box = anchor) so that the mask branch runs for sure.
+        for layer in (model.head.cls_score, model.head.bbox_pred):
+            layer.weight.zero_()
+            layer.bias.zero_()
+        (out,) = model([{"image": torch.rand(3, 64, 64) * 255}])
+    result = out["instances"]
+    assert len(result) == (50 if cfg.MODEL.RETINAMASK.DROP_UNMASKED else 100)
+    assert result.pred_masks.shape[1:] == (64, 64)
+
+
+@pytest.mark.parametrize("path", PAPER_CONFIGS, ids=lambda p: p.name)
+def test_paper_configs_switch_the_whole_recipe_on(path):
+    cfg = _load(path)
+    assert cfg.MODEL.BACKBONE.NAME == "build_retinamask_resnet_fpn_backbone"  # P6 from P5
+    assert cfg.MODEL.RETINAMASK.SELF_ADJUSTING_SMOOTH_L1.ENABLED
+    assert tuple(cfg.MODEL.RETINANET.BBOX_REG_WEIGHTS) == (10.0, 10.0, 5.0, 5.0)
+    assert cfg.MODEL.RETINANET.NMS_THRESH_TEST == 0.4
+    assert cfg.MODEL.RETINAMASK.ALLOW_LOW_QUALITY_MATCHES
+    assert cfg.MODEL.RETINAMASK.MASK_IN_FEATURES == ["p3", "p4", "p5"]
+    assert cfg.MODEL.RETINAMASK.TEST_TOPK_MASKS == 50 and cfg.MODEL.RETINAMASK.DROP_UNMASKED
+    assert cfg.MODEL.ROI_MASK_HEAD.POOLER_TYPE == "ROIAlign"
+    assert cfg.MODEL.ROI_MASK_HEAD.POOLER_SAMPLING_RATIO == 2
+    assert cfg.SOLVER.MAX_ITER == 180000 and cfg.SOLVER.IMS_PER_BATCH == 16  # 2x
+    assert min(cfg.INPUT.MIN_SIZE_TRAIN) == 640 and max(cfg.INPUT.MIN_SIZE_TRAIN) == 1000
+    assert cfg.INPUT.MIN_SIZE_TEST == 800 and cfg.INPUT.MAX_SIZE_TRAIN == 1333
+    gn = "GN" in path.name
+    assert (cfg.MODEL.FPN.NORM == "GN") == gn and (cfg.MODEL.RETINANET.NORM == "GN") == gn
+    assert cfg.MODEL.WEIGHTS.startswith("detectron2://ImageNetPretrained/")

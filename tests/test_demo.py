@@ -1,0 +1,321 @@
+"""demo/demo.py run in-process through main(argv) on a tiny RetinaMask and images made here."""
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pycocotools.mask as mask_util
+import pytest
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from PIL import Image
+from pycocotools.coco import COCO
+
+from tests.common import build_tiny_model, get_tiny_cfg
+
+DEMO_PATH = Path(__file__).resolve().parents[1] / "demo" / "demo.py"
+
+
+def _load_demo():
+    spec = importlib.util.spec_from_file_location("retinamask_demo", DEMO_PATH)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while being created
+    spec.loader.exec_module(module)
+    return module
+
+
+demo = _load_demo()
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    """config.yaml (weights not named, as train_net.py dumps it) and model_final.pth of a tiny
+    RetinaMask with random weights; its test set's metadata is COCO's (ids 1, 2, 3 first)."""
+    torch.manual_seed(0)
+    cfg = get_tiny_cfg(num_classes=3)
+    cfg.TEST.DETECTIONS_PER_IMAGE = 5
+    cfg.DATASETS.TEST = ("coco_2017_val",)
+    cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST = 64, 96  # the test images' own size
+    folder = tmp_path_factory.mktemp("model")
+    DetectionCheckpointer(build_tiny_model(cfg), save_dir=str(folder)).save("model_final")
+    (folder / "config.yaml").write_text(cfg.dump())
+    return folder
+
+
+def _model_args(model_dir: Path) -> list[str]:
+    return ["--config-file", str(model_dir / "config.yaml"), "--confidence-threshold", "0"]
+
+
+def _weights(model_dir: Path) -> list[str]:
+    return ["--opts", "MODEL.WEIGHTS", str(model_dir / "model_final.pth")]
+
+
+def _noise(h: int, w: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def _good_images(folder: Path) -> dict[str, tuple[int, int]]:
+    """Five readable images of different kinds; name -> (height, width)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(_noise(64, 80, 1)).save(folder / "colour.png")
+    Image.fromarray(_noise(72, 56, 2)).save(folder / "photo.jpg")
+    Image.fromarray(_noise(48, 64, 3)[..., 0]).save(folder / "gray.png")
+    rgba = np.concatenate([_noise(60, 60, 4), np.full((60, 60, 1), 200, np.uint8)], axis=2)
+    Image.fromarray(rgba, "RGBA").save(folder / "alpha.png")
+    cv2.imwrite(str(folder / "deep.png"), _noise(50, 70, 5)[..., 0].astype(np.uint16) * 257)
+    return {
+        "alpha.png": (60, 60),
+        "colour.png": (64, 80),
+        "deep.png": (50, 70),
+        "gray.png": (48, 64),
+        "photo.jpg": (72, 56),
+    }
+
+
+def _bad_images(folder: Path) -> None:
+    (folder / "fake.jpg").write_text("this is text")
+    whole = (folder / "colour.png").read_bytes()
+    (folder / "truncated.png").write_bytes(whole[: len(whole) // 2])
+    (folder / "notes.txt").write_text("not an image, and not named like one")
+
+
+def _cutouts_by_image(folder: Path) -> dict[str, list[Path]]:
+    found: dict[str, list[Path]] = {}
+    for path in sorted(folder.glob("*.png")):
+        found.setdefault(path.name.split("_")[0], []).append(path)
+    return found
+
+
+def test_folder_with_bad_files_gives_every_output_for_the_good_ones(model_dir, tmp_path, capsys):
+    sizes = _good_images(tmp_path / "in")
+    _bad_images(tmp_path / "in")
+    out = tmp_path / "out"
+    argv = ["--input", str(tmp_path / "in"), "--output", str(out), "--json", "--cutouts"]
+
+    code = demo.main(_model_args(model_dir) + argv + ["--batch-size", "2"] + _weights(model_dir))
+
+    captured = capsys.readouterr()
+    assert code == 1  # two inputs failed
+    assert f"{tmp_path / 'in' / 'fake.jpg'}: not an image file" in captured.err
+    assert f"{tmp_path / 'in' / 'truncated.png'}: truncated or corrupt image data" in captured.err
+    assert "ignored 1 file(s) without an image suffix" in captured.err  # notes.txt
+    assert "5 of 7 image(s) done" in captured.out and "2 problem(s)" in captured.out
+
+    for name, size in sizes.items():  # a drawing per good image, at the image's size
+        assert Image.open(out / name).size == (size[1], size[0])
+    assert not (out / "fake.jpg").exists() and not (out / "truncated.png").exists()
+
+    # COCO results: loadable against a ground truth listing the images by id in sorted order
+    names = sorted([*sizes, "fake.jpg", "truncated.png"])
+    gt = COCO()
+    gt.dataset = {
+        "images": [
+            {
+                "id": i,
+                "file_name": n,
+                "height": sizes.get(n, (1, 1))[0],
+                "width": sizes.get(n, (1, 1))[1],
+            }
+            for i, n in enumerate(names, start=1)
+        ],
+        "annotations": [],
+        "categories": [
+            {"id": i, "name": n} for i, n in [(1, "person"), (2, "bicycle"), (3, "car")]
+        ],
+    }
+    gt.createIndex()
+    results = json.loads((out / "results.json").read_text())
+    dt = gt.loadRes(str(out / "results.json"))
+    assert len(dt.getAnnIds()) == len(results) == 5 * 5  # 5 images, 5 detections each
+    assert {r["file_name"] for r in results} == set(sizes)
+    assert {r["image_id"] for r in results} == {names.index(n) + 1 for n in sizes}
+    assert {r["category_id"] for r in results} <= {1, 2, 3}  # COCO's ids, not 0-based classes
+
+    # cut-outs: one per non-empty mask, its alpha is the mask inside the mask's bounding box
+    cutouts = _cutouts_by_image(out / "cutouts")
+    for name in sizes:
+        stem = Path(name).stem
+        own = [r for r in results if r["file_name"] == name]
+        non_empty = [r for r in own if mask_util.area(r["segmentation"]) > 0]
+        assert len(cutouts.get(stem, [])) == len(non_empty)
+        for path in cutouts.get(stem, []):
+            _, index, class_name, score = path.stem.split("_")
+            result = own[int(index)]
+            assert class_name == ["person", "bicycle", "car"][result["category_id"] - 1]
+            assert float(score) == pytest.approx(result["score"], abs=5e-4)
+            mask = mask_util.decode(result["segmentation"]).astype(bool)
+            ys, xs = np.nonzero(mask)
+            rgba = np.asarray(Image.open(path))
+            assert rgba.shape == (ys.max() - ys.min() + 1, xs.max() - xs.min() + 1, 4)
+            crop = mask[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
+            np.testing.assert_array_equal(rgba[..., 3], crop * 255)
+
+
+def test_existing_outputs_are_kept_unless_overwrite(model_dir, tmp_path, capsys):
+    _good_images(tmp_path / "all")
+    (tmp_path / "in").mkdir()
+    for name in ("gray.png", "photo.jpg"):
+        (tmp_path / "all" / name).rename(tmp_path / "in" / name)
+    out = tmp_path / "out"
+    argv = _model_args(model_dir) + ["--input", str(tmp_path / "in"), "--output", str(out)]
+    assert demo.main(argv + ["--cutouts"] + _weights(model_dir)) == 0
+    stale = out / "cutouts" / "gray_099_person_0.999.png"  # as if from an older run
+    stale.write_bytes(b"old")
+    before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.rglob("*") if p.is_file()}
+    capsys.readouterr()
+
+    assert demo.main(argv + ["--cutouts"] + _weights(model_dir)) == 1
+    err = capsys.readouterr().err
+    assert err.count("exists already; pass --overwrite") == 2
+    assert f"output {out / 'photo.jpg'} exists already" in err
+    after = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.rglob("*") if p.is_file()}
+    assert after == before  # nothing touched
+
+    (out / "results.json").write_text("[]")
+    assert demo.main(argv + ["--json"] + _weights(model_dir)) == 2  # stops before any work
+    assert f"{out / 'results.json'} exists already" in capsys.readouterr().err
+    assert (out / "results.json").read_text() == "[]"
+
+    assert demo.main(argv + ["--cutouts", "--overwrite"] + _weights(model_dir)) == 0
+    assert not stale.exists()  # the cut-outs of a replaced image are all from this run
+    assert (out / "photo.jpg").stat().st_mtime_ns > before[out / "photo.jpg"][1]
+
+
+def test_inputs_from_several_folders_and_globs_keep_apart(model_dir, tmp_path, capsys):
+    for sub in ("a", "b"):
+        Image.fromarray(_noise(40, 40, 6)).save(tmp_path / "in" / sub / "same.png") if (
+            tmp_path / "in" / sub
+        ).mkdir(parents=True) is None else None
+    Image.fromarray(_noise(40, 40, 7)).save(tmp_path / "in" / "a" / "same.jpg")
+    out = tmp_path / "out"
+    pattern = str(tmp_path / "in" / "**" / "same.*")
+    argv = ["--input", pattern, str(tmp_path / "in" / "a" / "same.png"), "--output", str(out)]
+
+    assert demo.main(_model_args(model_dir) + argv + ["--cutouts"] + _weights(model_dir)) == 0
+
+    assert "3 of 3 image(s) done" in capsys.readouterr().out  # the repeated file counts once
+    assert {p.relative_to(out).as_posix() for p in out.glob("[ab]/*")} == {
+        "a/same.png",
+        "a/same.jpg",
+        "b/same.png",
+    }
+    prefixes = {p.name.split("_0")[0] for p in (out / "cutouts").rglob("*.png")}
+    assert prefixes <= {"same_png", "same_jpg", "same"}  # a/same.png and a/same.jpg differ
+
+
+def test_output_file_for_one_image(model_dir, tmp_path):
+    _good_images(tmp_path / "in")
+    image = str(tmp_path / "in" / "photo.jpg")
+    args = _model_args(model_dir) + ["--input", image, "--output", str(tmp_path / "seen.png")]
+    assert demo.main(args + ["--json"] + _weights(model_dir)) == 0
+    assert Image.open(tmp_path / "seen.png").size == (56, 72)
+    assert json.loads((tmp_path / "seen.json").read_text())[0]["file_name"] == "photo.jpg"
+
+
+@pytest.mark.parametrize(
+    "inputs, output, message",
+    [
+        (["in/photo.jpg", "in/gray.png"], "seen.png", "is a file name but 2 images were given"),
+        (["in"], "in", "would replace the input"),
+        (["empty"], "out", "folder .*empty has no image files"),
+        (["missing.jpg"], "out", "missing.jpg: no such file or folder"),
+        (["in/*.gif"], "out", r"pattern .*\*\.gif has no image files"),
+    ],
+    ids=["file-output-many-inputs", "output-is-input", "empty-folder", "missing", "glob-none"],
+)
+def test_runs_that_cannot_start_exit_2(model_dir, tmp_path, capsys, inputs, output, message):
+    _good_images(tmp_path / "in")
+    (tmp_path / "empty").mkdir()
+    argv = ["--input", *[str(tmp_path / i) for i in inputs], "--output", str(tmp_path / output)]
+    assert demo.main(_model_args(model_dir) + argv + _weights(model_dir)) == 2
+    assert capsys.readouterr().err.startswith("error: ")
+    assert list(tmp_path.glob("out*")) == [] and not (tmp_path / "seen.png").exists()
+
+
+def test_too_large_images_are_refused_per_file(model_dir, tmp_path, capsys):
+    _good_images(tmp_path / "in")
+    argv = ["--input", str(tmp_path / "in"), "--output", str(tmp_path / "out")]
+    argv += ["--max-megapixels", "0.0035"]  # 3500 pixels: deep.png (50 x 70) is not over it
+    assert demo.main(_model_args(model_dir) + argv + _weights(model_dir)) == 1
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'in' / 'photo.jpg'}: 56x72 (0.00403 MP) is over the limit of 0.0035" in err
+    assert err.count("over the limit of 0.0035 megapixels") == 3  # alpha, colour, photo
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["deep.png", "gray.png"]
+
+
+def test_without_a_config_it_uses_the_quickstart_model(model_dir, tmp_path, monkeypatch, capsys):
+    _good_images(tmp_path / "in")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(demo, "QUICKSTART_DIR", model_dir)
+    assert demo.main(["--input", "in/gray.png", "--confidence-threshold", "0"]) == 0
+    assert Image.open(tmp_path / "output" / "demo" / "gray.png").size == (64, 48)
+
+    monkeypatch.setattr(demo, "QUICKSTART_DIR", tmp_path / "no_quickstart")
+    assert demo.main(["--input", "in/gray.png"]) == 2
+    err = capsys.readouterr().err
+    assert "make quickstart" in err and "--config-file" in err and "MODEL.WEIGHTS" in err
+
+
+def test_model_problems_say_what_to_pass(model_dir, tmp_path, capsys):
+    _good_images(tmp_path / "in")
+    argv = _model_args(model_dir) + ["--input", str(tmp_path / "in" / "gray.png")]
+    assert demo.main(argv) == 2  # the dumped config names no weights
+    err = capsys.readouterr().err
+    assert "MODEL.WEIGHTS is empty" in err and str(model_dir / "model_final.pth") in err
+    assert demo.main(argv + ["--opts", "MODEL.WEIGHTS", str(tmp_path / "nope.pth")]) == 2
+    assert f"MODEL.WEIGHTS {tmp_path / 'nope.pth'}: no such file" in capsys.readouterr().err
+    assert demo.main(argv + _weights(model_dir) + ["MODEL.NO_SUCH_KEY", "1"]) == 2
+    assert "bad config in" in capsys.readouterr().err
+    assert demo.main(["--config-file", "missing.yaml", "--input", "x.jpg"]) == 2
+    assert "--config-file missing.yaml: no such file" in capsys.readouterr().err
+
+
+def test_video_frames_are_drawn_into_a_video(model_dir, tmp_path, capsys):
+    video = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 5, (64, 48))
+    for seed in range(3):
+        writer.write(_noise(48, 64, seed))
+    writer.release()
+    argv = _model_args(model_dir) + ["--video-input", str(video), "--output", str(tmp_path)]
+
+    assert demo.main(argv + _weights(model_dir)) == 0
+
+    capture = cv2.VideoCapture(str(tmp_path / "clip.mp4"))
+    frames = []
+    while (frame := capture.read())[0]:
+        frames.append(frame[1])
+    capture.release()
+    assert len(frames) == 3 and frames[0].shape == (48, 64, 3)
+    assert demo.main(argv + _weights(model_dir)) == 1  # the video exists now
+    assert "clip.mp4 exists already" in capsys.readouterr().err
+
+
+def test_stream_problems(model_dir, tmp_path, monkeypatch, capsys):
+    argv = _model_args(model_dir) + _weights(model_dir)
+    (tmp_path / "not_a_video.mp4").write_text("text")
+    bad = ["--video-input", str(tmp_path / "not_a_video.mp4"), "--output", str(tmp_path / "o")]
+    assert demo.main(bad[:2] + ["--output", str(tmp_path / "o.mkv")] + argv) == 2
+    assert demo.main(bad + argv) == 1
+    assert "cannot be opened as a video" in capsys.readouterr().err
+    assert demo.main(bad + ["--json"] + argv) == 2
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    if sys.platform.startswith("linux"):
+        assert demo.main(["--webcam"] + argv) == 2
+        assert "no display" in capsys.readouterr().err
+
+
+def test_runs_as_a_script():
+    """The file itself, as users start it: imports resolve and the exit code comes through."""
+    done = subprocess.run(
+        [sys.executable, str(DEMO_PATH), "--config-file", "missing.yaml", "--input", "x.jpg"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    assert "error: --config-file missing.yaml: no such file" in done.stderr
