@@ -17,7 +17,7 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",
-    packages=find_packages(include=["retinamask_d2", "retinamask_d2.*"]) + ["retinamask_d2.configs"],
+    packages=[*find_packages(include=["retinamask_d2*"]), "retinamask_d2.configs"],
     package_dir={"retinamask_d2.configs": "configs"},
     package_data={"retinamask_d2.configs": ["*.yaml", "**/*.yaml"]},
     install_requires=[

@@ -5,6 +5,7 @@ warms caches or allocators for the next one; the processes take turns (:class:`W
 """
 
 import json
+import math
 import os
 import platform
 import resource
@@ -211,6 +212,17 @@ def load_average() -> list[float]:
 
 
 def write_json(path: Path, data: dict) -> None:
-    """Write ``data`` as indented JSON, creating the folder."""
+    """Write ``data`` as indented, standard JSON (NaN, e.g. the AP of a model that found
+    nothing, becomes null), creating the folder."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    path.write_text(json.dumps(_without_nan(data), indent=2) + "\n", encoding="utf-8")
+
+
+def _without_nan(value):
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _without_nan(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_without_nan(v) for v in value]
+    return value

@@ -49,6 +49,8 @@ class RetinaMask(RetinaNet):
             kwargs: arguments of detectron2's :class:`RetinaNet`.
         """
         super().__init__(**kwargs)
+        if mask_train_topk < 0:
+            raise ValueError(f"MODEL.RETINAMASK.TRAIN_TOPK must be >= 0, got {mask_train_topk}")
         self.mask_branch = mask_branch
         self.mask_train_topk = mask_train_topk
         self.box_reg_loss = box_reg_loss

@@ -27,7 +27,8 @@ def detectron2_route() -> dict:
     try:
         return json.loads(ROUTE_FILE.read_text())
     except (OSError, ValueError):
-        return {"route": "unknown", "source": f"installed without provision_detectron2 ({ROUTE_FILE})"}
+        source = f"not installed by scripts/provision_detectron2.py (no {ROUTE_FILE})"
+        return {"route": "unknown", "source": source}
 
 
 def has_c_extension() -> bool:

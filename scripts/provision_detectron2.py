@@ -6,9 +6,10 @@ Install detectron2 into the running Python environment, by the first route that 
      patches that have changed since);
   b. official detectron2 from its source repository at a pinned commit (compiles detectron2._C),
      tried only when the host answers within a few seconds;
-  c. the PyPI sdist pb1-detectron2==0.6 (the only complete copy of detectron2's Python sources on
-     PyPI), checked against its sha256, unpacked, patched with third_party/detectron2/patches/*.patch
-     and installed as pure Python, without the C++ extension (the sdist has no C++ sources).
+  c. the PyPI sdist pb1-detectron2==0.6 (the only complete copy of detectron2's Python sources
+     on PyPI), checked against its sha256, unpacked, patched with
+     third_party/detectron2/patches/*.patch and installed as pure Python, without the C++
+     extension (the sdist has no C++ sources).
 
 detectron2 is not published on PyPI, and CI machines reach only the package registries, so route c
 is what runs there. The route taken is printed and recorded in

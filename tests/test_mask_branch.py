@@ -255,3 +255,13 @@ def test_unknown_mask_feature_is_a_clear_error():
     cfg.MODEL.RETINAMASK.MASK_IN_FEATURES = ["p2", "p3"]
     with pytest.raises(ValueError, match=r"MASK_IN_FEATURES names \['p2'\]"):
         _branch(cfg)
+
+
+@pytest.mark.parametrize(
+    "key, value", [("POSITIVE_IOU", 0.0), ("POSITIVE_IOU", 1.5), ("TEST_TOPK_MASKS", -1)]
+)
+def test_invalid_mask_options_are_clear_errors(key, value):
+    cfg = get_tiny_cfg()
+    cfg.MODEL.RETINAMASK[key] = value
+    with pytest.raises(ValueError, match=f"MODEL.RETINAMASK.{key}"):
+        _branch(cfg)

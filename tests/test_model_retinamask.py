@@ -240,7 +240,15 @@ def test_box_loss_weight_scales_only_the_box_loss():
 def test_builds_from_a_frozen_config():
     cfg = get_tiny_cfg()
     cfg.freeze()  # as DefaultTrainer and DefaultPredictor pass it
-    assert isinstance(build_model(cfg).head.cls_subnet[1], torch.nn.GroupNorm)
+    norm = build_model(cfg).head.cls_subnet[1]
+    assert isinstance(norm, torch.nn.GroupNorm) and norm.num_groups == 32
+
+
+def test_negative_train_topk_is_a_clear_error():
+    cfg = get_tiny_cfg()
+    cfg.MODEL.RETINAMASK.TRAIN_TOPK = -1
+    with pytest.raises(ValueError, match="MODEL.RETINAMASK.TRAIN_TOPK"):
+        build_model(cfg)
 
 
 def test_low_quality_matching_is_a_switch():

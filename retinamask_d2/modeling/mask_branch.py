@@ -73,6 +73,10 @@ class RetinaMaskBranch(nn.Module):
                 "MODEL.RETINAMASK.MASK_IN_FEATURES must have the same number of channels, got "
                 f"{[(f, input_shape[f].channels) for f in in_features]}."
             )
+        if not 0.0 < node.POSITIVE_IOU <= 1.0:
+            raise ValueError(
+                f"MODEL.RETINAMASK.POSITIVE_IOU must be in (0, 1], got {node.POSITIVE_IOU}"
+            )
         head_cfg = cfg.MODEL.ROI_MASK_HEAD
         if (
             not head_cfg.CLS_AGNOSTIC_MASK

@@ -1,0 +1,265 @@
+"""Make the README's benchmark section (markdown) and the plots from the results JSON.
+
+    python benchmarks/report.py                      # reads and writes benchmarks/results/
+
+Reads ``accuracy.json`` and every ``inference_cost_*.json`` (one per device) in the results
+folder; writes ``benchmarks.md``, ``accuracy.png`` and ``inference_cost.png`` there.
+"""
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+from harness import RESULTS_DIR
+
+NAMES = {"retinamask": "RetinaMask", "retinanet": "RetinaNet (d2)", "mask_rcnn": "Mask R-CNN (d2)"}
+COLORS = {"retinamask": "tab:red", "retinanet": "tab:blue", "mask_rcnn": "tab:green"}
+# The targets of issue 6, each a ratio or difference measured within one run.
+BOX_AP_GAIN = 1.0  # RetinaMask box AP >= RetinaNet box AP + 1
+MASK_AP_LOSS = 1.0  # RetinaMask mask AP >= Mask R-CNN mask AP - 1
+INFERENCE_OVER_RETINANET = 1.15  # RetinaMask ms/image <= 1.15 x RetinaNet's
+
+
+def load_results(results_dir: Path) -> tuple[dict | None, list[dict]]:
+    """The accuracy results (or None) and the inference-cost results of every device."""
+    accuracy_path = results_dir / "accuracy.json"
+    accuracy = json.loads(accuracy_path.read_text()) if accuracy_path.is_file() else None
+    costs = [json.loads(p.read_text()) for p in sorted(results_dir.glob("inference_cost_*.json"))]
+    return accuracy, costs
+
+
+def _fmt(value: float | None, digits: int = 1) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{value:.{digits}f}"
+
+
+def _ap(row: dict, task: str) -> float | None:
+    value = row.get(task, {}).get("AP")
+    return None if value is None or math.isnan(value) else value
+
+
+def _verdict(ok: bool | None) -> str:
+    return "–" if ok is None else ("met" if ok else "**not met**")
+
+
+def targets(accuracy: dict | None, costs: list[dict]) -> list[tuple[str, str, str]]:
+    """(target, measured, verdict) rows; every comparison is within a single run."""
+    rows = []
+    if accuracy is not None:
+        by = {row["model"]: row for row in accuracy["models"]}
+        rm_box, rn_box = _ap(by["retinamask"], "box"), _ap(by["retinanet"], "box")
+        rm_mask, mr_mask = _ap(by["retinamask"], "mask"), _ap(by["mask_rcnn"], "mask")
+        if rm_box is not None and rn_box is not None:
+            gain = rm_box - rn_box
+            rows.append(
+                (
+                    f"box AP ≥ RetinaNet + {BOX_AP_GAIN:g} (synthetic)",
+                    f"{rm_box:.1f} vs {rn_box:.1f} ({gain:+.1f})",
+                    _verdict(gain >= BOX_AP_GAIN),
+                )
+            )
+        if rm_mask is not None and mr_mask is not None:
+            diff = rm_mask - mr_mask
+            rows.append(
+                (
+                    f"mask AP ≥ Mask R-CNN − {MASK_AP_LOSS:g} (synthetic)",
+                    f"{rm_mask:.1f} vs {mr_mask:.1f} ({diff:+.1f})",
+                    _verdict(diff >= -MASK_AP_LOSS),
+                )
+            )
+        ms = {m: by[m]["inference"]["median_ms"] for m in by}
+        rows += _inference_targets(ms, "synthetic, CPU")
+        train = {m: by[m]["train_s_per_iter"] for m in by}
+        ratio = train["retinamask"] / train["mask_rcnn"]
+        rows.append(
+            (
+                "training s/iter ≤ Mask R-CNN (synthetic, CPU)",
+                f"{train['retinamask']:.2f} vs {train['mask_rcnn']:.2f} s ({ratio:.2f}×)",
+                _verdict(ratio <= 1.0),
+            )
+        )
+    for cost in costs:
+        ms = {row["model"]: row["median_ms"] for row in cost["models"]}
+        rows += _inference_targets(ms, f"R50-FPN 800×1333, {cost['device_kind'].upper()}")
+    return rows
+
+
+def _inference_targets(ms: dict[str, float], where: str) -> list[tuple[str, str, str]]:
+    over_rn = ms["retinamask"] / ms["retinanet"]
+    over_mr = ms["retinamask"] / ms["mask_rcnn"]
+    return [
+        (
+            f"inference ≤ {INFERENCE_OVER_RETINANET:g}× RetinaNet ({where})",
+            f"{ms['retinamask']:.0f} vs {ms['retinanet']:.0f} ms ({over_rn:.2f}×)",
+            _verdict(over_rn <= INFERENCE_OVER_RETINANET),
+        ),
+        (
+            f"inference ≤ Mask R-CNN ({where})",
+            f"{ms['retinamask']:.0f} vs {ms['mask_rcnn']:.0f} ms ({over_mr:.2f}×)",
+            _verdict(over_mr <= 1.0),
+        ),
+    ]
+
+
+def markdown(accuracy: dict | None, costs: list[dict]) -> str:
+    """The README section."""
+    lines = ["## Benchmarks", ""]
+    if accuracy is not None:
+        spec, data = accuracy["spec"], accuracy["data"]
+        lines += [
+            "### Accuracy, speed and memory on the synthetic shapes",
+            "",
+            f"Trained from scratch, side by side in one run: ResNet-{spec['depth']}-GN, "
+            f"{spec['fpn_channels']}-channel FPN, {spec['image_size']}² input, "
+            f"{spec['max_iter']} iterations of batch {spec['ims_per_batch']} "
+            f"(lr {spec['base_lr']:g}), seed {spec['seed']}; {data['train_images']} training and "
+            f"{data['val_images']} validation images. Device: {accuracy['device']}. Inference: "
+            f"median over {accuracy['timed_images']} validation images, one per call. "
+            f"Wall time {accuracy['wall_s'] / 60:.0f} min.",
+            "",
+            "| model | box AP | mask AP | train s/iter | inference ms/image | peak RSS (MB) |",
+            "|---|---|---|---|---|---|",
+        ]
+        for row in accuracy["models"]:
+            lines.append(
+                f"| {NAMES[row['model']]} | {_fmt(_ap(row, 'box'))} | {_fmt(_ap(row, 'mask'))} "
+                f"| {row['train_s_per_iter']:.2f} | {row['inference']['median_ms']:.0f} "
+                f"| {row['peak_rss_mb']:.0f} |"
+            )
+        lines.append("")
+    if costs:
+        lines += [
+            "### Inference cost of the mask branch at COCO scale",
+            "",
+            "R50-FPN, one 800×1333 image, random weights (box regressors zeroed so that each "
+            "model returns its full 100 detections), each model in its own process, timed calls "
+            "taking turns; median ms/image.",
+            "",
+            "| device | model | masked detections | ms/image | peak memory (MB) |",
+            "|---|---|---|---|---|",
+        ]
+        for cost in costs:
+            for row in cost["models"]:
+                lines.append(
+                    f"| {cost['device']} | {NAMES[row['model']]} | {row['masked']} "
+                    f"| {row['median_ms']:.0f} | {_memory(row)} |"
+                )
+        lines += [
+            "",
+            "RetinaMask's time against the number of masked detections "
+            "(`MODEL.RETINAMASK.TEST_TOPK_MASKS`; counted at the mask head):",
+            "",
+            "| device | masked detections | ms/image | + ms over 0 masks |",
+            "|---|---|---|---|",
+        ]
+        for cost in costs:
+            sweep = cost["mask_count_sweep"]
+            base = next((r["median_ms"] for r in sweep if r["masked"] == 0), None)
+            for row in sweep:
+                extra = _fmt(row["median_ms"] - base, 0) if base is not None else "–"
+                lines.append(
+                    f"| {cost['device_kind'].upper()} | {row['masked']} "
+                    f"| {row['median_ms']:.0f} | {extra} |"
+                )
+        lines.append("")
+    rows = targets(accuracy, costs)
+    if rows:
+        lines += ["### Targets", "", "| target | measured | |", "|---|---|---|"]
+        lines += [f"| {t} | {m} | {v} |" for t, m, v in rows]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _memory(row: dict) -> str:
+    if "peak_gpu_mb" in row:
+        return f"{row['peak_gpu_mb']:.0f} GPU, {row['peak_rss_mb']:.0f} RSS"
+    return f"{row['peak_rss_mb']:.0f} RSS"
+
+
+def plot_accuracy(accuracy: dict, path: Path) -> None:
+    """Four bar charts: box AP, mask AP, training s/iter, inference ms/image."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = accuracy["models"]
+    panels = [
+        ("box AP", [_ap(r, "box") for r in rows]),
+        ("mask AP", [_ap(r, "mask") for r in rows]),
+        ("training s/iter", [r["train_s_per_iter"] for r in rows]),
+        ("inference ms/image", [r["inference"]["median_ms"] for r in rows]),
+    ]
+    fig, axes = plt.subplots(1, 4, figsize=(13, 3.4))
+    for ax, (title, values) in zip(axes, panels):
+        for i, (row, value) in enumerate(zip(rows, values)):
+            if value is None:
+                ax.text(i, 0, "n/a", ha="center", va="bottom", fontsize=9)
+                continue
+            ax.bar(i, value, color=COLORS[row["model"]])
+            ax.text(i, value, f"{value:.1f}" if value < 100 else f"{value:.0f}", ha="center",
+                    va="bottom", fontsize=9)
+        ax.set_xticks(range(len(rows)), [NAMES[r["model"]] for r in rows], rotation=15,
+                      fontsize=8)
+        ax.set_title(title, fontsize=10)
+        ax.margins(y=0.15)
+    fig.suptitle(f"Synthetic shapes, same backbone and schedule — {accuracy['device']}",
+                 fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_inference_cost(costs: list[dict], path: Path) -> None:
+    """One panel per device: RetinaMask ms/image against masked detections, with RetinaNet's
+    and Mask R-CNN's times as lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(costs), figsize=(5.5 * len(costs), 3.8), squeeze=False)
+    for ax, cost in zip(axes[0], costs):
+        sweep = cost["mask_count_sweep"]
+        ax.plot([r["masked"] for r in sweep], [r["median_ms"] for r in sweep], "o-",
+                color=COLORS["retinamask"], label="RetinaMask")
+        for row in cost["models"]:
+            if row["model"] == "retinamask":
+                continue
+            label = f"{NAMES[row['model']]} ({row['masked']} masks)"
+            ax.axhline(row["median_ms"], color=COLORS[row["model"]], ls="--", label=label)
+        ax.set_xlabel("masked detections")
+        ax.set_ylabel("ms / image (median)")
+        ax.set_ylim(bottom=0)
+        ax.set_title(f"R50-FPN 800×1333 — {cost['device']}", fontsize=9)
+        ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_report(results_dir: Path) -> str:
+    """Write the markdown and the plots for the results in ``results_dir``; return the markdown."""
+    accuracy, costs = load_results(results_dir)
+    if accuracy is None and not costs:
+        raise FileNotFoundError(f"no accuracy.json or inference_cost_*.json in {results_dir}")
+    text = markdown(accuracy, costs)
+    (results_dir / "benchmarks.md").write_text(text, encoding="utf-8")
+    if accuracy is not None:
+        plot_accuracy(accuracy, results_dir / "accuracy.png")
+    if costs:
+        plot_inference_cost(costs, results_dir / "inference_cost.png")
+    return text
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
+    args = parser.parse_args()
+    print(write_report(args.results_dir))
+
+
+if __name__ == "__main__":
+    main()
