@@ -32,9 +32,11 @@ def add_retinamask_config(cfg: CN) -> None:
     # 0 gives box-only inference (no pred_masks, no mask branch cost).
     _C.MODEL.RETINAMASK.TEST_TOPK_MASKS = 50
     # True: return only those detections (as the paper and the official code do).
-    # False (default): keep the other detections, with empty masks, so box AP is computed on the
-    # same up-to-100 detections as RetinaNet's; empty masks come last in score order and leave
-    # COCO mask AP unchanged.
+    # False (default): keep the other detections, with empty masks, so that box AP is computed on
+    # the same up-to-100 detections as RetinaNet's and COCOEvaluator still gets a mask for every
+    # detection. For mask AP the empty masks are false positives at their scores (each image's
+    # lowest, but they can outrank other images' masks), so mask AP can be a little lower than
+    # with True: use True to reproduce the paper's mask numbers.
     _C.MODEL.RETINAMASK.DROP_UNMASKED = False
     # RetinaNet's best (low-quality) anchor matching: each GT's highest-IoU anchors are positive.
     # detectron2 hard-codes it on; this switch exposes it (paper: on).

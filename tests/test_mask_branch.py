@@ -232,6 +232,30 @@ def test_only_the_top_k_detections_get_masks(drop_unmasked):
     assert bool((result.pred_masks[3:] == 0).all())  # kept detections get empty masks
 
 
+def test_masks_are_predicted_for_the_boxes_clipped_to_the_image():
+    # detector_postprocess pastes each mask into its box clipped to the image, so the mask must
+    # be predicted for the clipped box, not for the part of the box outside the image.
+    branch = _branch().eval()
+    features = _features(branch)
+    crossing = _detections([[-16, 4, 30, 30], [40, 40, 80, 70]], image_size=(64, 64))
+    inside = _detections([[0, 4, 30, 30], [40, 40, 64, 64]], image_size=(64, 64))
+
+    (result,) = branch.predict(features, [crossing])
+    (expected,) = branch.predict(features, [inside])
+    (unclipped,) = branch.predict(features, [_clip_free(crossing)])
+
+    torch.testing.assert_close(result.pred_boxes.tensor, inside.pred_boxes.tensor)
+    torch.testing.assert_close(result.pred_masks, expected.pred_masks)
+    assert not torch.allclose(result.pred_masks, unclipped.pred_masks)  # clipping mattered
+    assert crossing.pred_boxes.tensor[0, 0] == -16  # the caller's detections are not modified
+
+
+def _clip_free(dets: Instances) -> Instances:
+    """Masks of ``dets`` predicted for their boxes as given, bypassing the branch's clipping:
+    a 1024 x 1024 image size contains every box."""
+    return Instances((1024, 1024), **dets.get_fields())
+
+
 def test_zero_top_k_means_box_only_inference():
     cfg = get_tiny_cfg()
     cfg.MODEL.RETINAMASK.TEST_TOPK_MASKS = 0

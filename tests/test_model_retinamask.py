@@ -8,6 +8,7 @@ from detectron2.utils.events import EventStorage
 
 from retinamask_d2 import RetinaMask
 from retinamask_d2.modeling import SelfAdjustingSmoothL1Loss
+from retinamask_d2.modeling.retinanet_head import build_retinanet_head
 from tests.common import build_tiny_model, get_tiny_cfg
 
 H, W = 96, 128  # padded to 96 x 128: P7 is 1 x 1, the case where RetinaNet's in-place
@@ -242,6 +243,32 @@ def test_builds_from_a_frozen_config():
     cfg.freeze()  # as DefaultTrainer and DefaultPredictor pass it
     norm = build_model(cfg).head.cls_subnet[1]
     assert isinstance(norm, torch.nn.GroupNorm) and norm.num_groups == 32
+
+
+def test_gn_head_is_the_one_detectron2_main_builds(monkeypatch):
+    # detectron2 v0.6 probes RetinaNetHead's norm with get_norm(norm, 1), which rejects "GN";
+    # detectron2 main probes with 32 channels and builds GN heads itself. Emulate main's probe
+    # (a no-op on main) and check that our head has the same layers, parameter names and shapes
+    # as main's own GN head, so that GN RetinaNet checkpoints of either version load.
+    from detectron2.layers import ShapeSpec, get_norm
+    from detectron2.modeling.meta_arch import retinanet
+
+    def main_get_norm(norm, out_channels):
+        return get_norm(norm, 32 if out_channels == 1 else out_channels)
+
+    monkeypatch.setattr(retinanet, "get_norm", main_get_norm)
+    cfg = get_tiny_cfg()
+    shapes = [ShapeSpec(channels=64, stride=2**k) for k in range(3, 8)]
+    upstream = retinanet.RetinaNetHead(cfg, shapes)
+    ours = build_retinanet_head(cfg, shapes)
+
+    def layers(head: torch.nn.Module) -> list[tuple[str, type, int | None]]:
+        return [(n, type(m), getattr(m, "num_groups", None)) for n, m in head.named_modules()]
+
+    assert layers(ours) == layers(upstream)
+    assert sum(isinstance(m, torch.nn.GroupNorm) for m in ours.modules()) == 2  # 1 conv/tower
+    shapes_of = {k: v.shape for k, v in ours.state_dict().items()}
+    assert shapes_of == {k: v.shape for k, v in upstream.state_dict().items()}
 
 
 def test_negative_train_topk_is_a_clear_error():

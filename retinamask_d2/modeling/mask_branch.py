@@ -132,11 +132,15 @@ class RetinaMaskBranch(nn.Module):
     def predict(self, features: list[Tensor], detections: list[Instances]) -> list[Instances]:
         """Add ``pred_masks`` (N, 1, M, M) mask probabilities to score-sorted ``detections``.
 
-        With ``test_topk`` 0 the detections are returned as they are, without ``pred_masks``:
-        box-only inference, which skips the mask branch's cost.
+        The boxes are clipped to the image first: ``detector_postprocess`` pastes each mask into
+        its clipped box, so the mask must be predicted for that box (as Mask R-CNN does), not for
+        the part of a box RetinaNet placed outside the image. With ``test_topk`` 0 the detections
+        are returned as they are, without ``pred_masks``: box-only inference, which skips the
+        mask branch's cost.
         """
         if self.test_topk == 0:
             return detections
+        detections = [_with_clipped_boxes(d) for d in detections]
         masked = [d[: self.test_topk] for d in detections]
         pooled = self.pooler(features, [d.pred_boxes for d in masked])
         masked = self.mask_head(pooled, masked)
@@ -152,3 +156,12 @@ class RetinaMaskBranch(nn.Module):
             rest.pred_masks = with_masks.pred_masks.new_zeros((len(rest), *side))
             results.append(Instances.cat([with_masks, rest]))
         return results
+
+
+def _with_clipped_boxes(detections: Instances) -> Instances:
+    """A shallow copy of ``detections`` whose ``pred_boxes`` are clipped to its image."""
+    boxes = detections.pred_boxes.clone()
+    boxes.clip(detections.image_size)
+    clipped = Instances(detections.image_size, **detections.get_fields())
+    clipped.pred_boxes = boxes
+    return clipped
