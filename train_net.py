@@ -7,9 +7,12 @@
     python train_net.py --config-file CONFIG --train-json train.json --train-images imgs/ \\
         --test-json val.json --test-images imgs/                 # a COCO-format dataset
 
-Without a GPU, ``--num-gpus N`` runs N CPU processes (GLOO); set ``MODEL.DEVICE cpu``.
+Without a GPU, the model runs on the CPU and ``--num-gpus N`` starts N CPU processes (GLOO).
 """
 
+import logging
+
+import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
 from detectron2.engine import default_argument_parser, default_setup, launch
@@ -35,8 +38,13 @@ def setup(args):
         cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(dataset_options(args) + (args.opts or []))
     setup_datasets(cfg, training=not args.eval_only)
+    no_gpu = cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available()
+    if no_gpu:
+        cfg.MODEL.DEVICE = "cpu"
     cfg.freeze()
     default_setup(cfg, args)
+    if no_gpu:
+        logging.getLogger("detectron2").warning("no GPU found: running on the CPU")
     return cfg
 
 

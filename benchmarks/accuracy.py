@@ -19,19 +19,19 @@ import threading
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import TextIO
 from statistics import median
+from typing import TextIO
 
 import torch
 from harness import (
     RESULTS_DIR,
     Worker,
+    claim_stdout,
     device_description,
     environment,
     interleave,
     load_average,
     peak_memory_mb,
-    claim_stdout,
     serve,
     set_threads,
     summarize_ms,
@@ -64,6 +64,7 @@ def serve_model(
     cfg.DATASETS.TRAIN = (TRAIN_NAME,)
     cfg.DATASETS.TEST = ()  # evaluated on command below, not by the trainer's final EvalHook
     setup_datasets(cfg)
+
     class BenchmarkTrainer(Trainer):
         @classmethod
         def build_model(cls, cfg):
@@ -224,7 +225,7 @@ def run(args: argparse.Namespace, spec: SharedSpec) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--threads", type=int, default=2, help="CPU threads, same for all")
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads, same for all")
     parser.add_argument("--max-iter", type=int, help="training iterations (default: SharedSpec)")
     parser.add_argument("--num-train", type=int, default=600, help="synthetic training images")
     parser.add_argument("--num-val", type=int, default=100, help="synthetic validation images")

@@ -15,8 +15,8 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TextIO
 from statistics import median
+from typing import TextIO
 
 import torch
 
@@ -109,7 +109,9 @@ def count_mask_rois(model: torch.nn.Module) -> Iterator[list[int]]:
     """
     counts: list[int] = []
     heads = [m for name, m in model.named_modules() if name.split(".")[-1] == "mask_head"]
-    hooks = [h.register_forward_hook(lambda _m, args, _out: counts.append(len(args[0]))) for h in heads]
+    hooks = [
+        h.register_forward_hook(lambda _m, args, _out: counts.append(len(args[0]))) for h in heads
+    ]
     try:
         yield counts
     finally:

@@ -21,13 +21,13 @@ import torch
 from harness import (
     RESULTS_DIR,
     Worker,
+    claim_stdout,
     count_mask_rois,
     device_description,
     environment,
     interleave,
     load_average,
     peak_memory_mb,
-    claim_stdout,
     serve,
     set_threads,
     summarize_ms,
@@ -78,7 +78,7 @@ def serve_model(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    parser.add_argument("--threads", type=int, default=2, help="CPU threads, same for all")
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads, same for all")
     parser.add_argument("--warmup", type=int, default=1, help="untimed calls per model")
     parser.add_argument("--iters", type=int, default=5, help="timed calls per model")
     parser.add_argument("--size", type=int, nargs=2, default=(800, 1333), metavar=("H", "W"))

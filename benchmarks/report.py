@@ -199,22 +199,28 @@ def plot_accuracy(accuracy: dict, path: Path) -> None:
                 ax.text(i, 0, "n/a", ha="center", va="bottom", fontsize=9)
                 continue
             ax.bar(i, value, color=COLORS[row["model"]])
-            ax.text(i, value, f"{value:.1f}" if value < 100 else f"{value:.0f}", ha="center",
-                    va="bottom", fontsize=9)
-        ax.set_xticks(range(len(rows)), [NAMES[r["model"]] for r in rows], rotation=15,
-                      fontsize=8)
+            ax.text(
+                i,
+                value,
+                f"{value:.1f}" if value < 100 else f"{value:.0f}",
+                ha="center",
+                va="bottom",
+                fontsize=9,
+            )
+        ax.set_xticks(range(len(rows)), [NAMES[r["model"]] for r in rows], rotation=15, fontsize=8)
         ax.set_title(title, fontsize=10)
         ax.margins(y=0.15)
-    fig.suptitle(f"Synthetic shapes, same backbone and schedule — {accuracy['device']}",
-                 fontsize=10)
+    fig.suptitle(
+        f"Synthetic shapes, same backbone and schedule — {accuracy['device']}", fontsize=10
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
 def plot_inference_cost(costs: list[dict], path: Path) -> None:
-    """One panel per device: RetinaMask ms/image against masked detections, with RetinaNet's
-    and Mask R-CNN's times as lines."""
+    """One panel per device: RetinaMask ms/image against masked detections (median, with the
+    fastest and slowest call), with RetinaNet's and Mask R-CNN's medians as lines."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -223,8 +229,20 @@ def plot_inference_cost(costs: list[dict], path: Path) -> None:
     fig, axes = plt.subplots(1, len(costs), figsize=(5.5 * len(costs), 3.8), squeeze=False)
     for ax, cost in zip(axes[0], costs):
         sweep = cost["mask_count_sweep"]
-        ax.plot([r["masked"] for r in sweep], [r["median_ms"] for r in sweep], "o-",
-                color=COLORS["retinamask"], label="RetinaMask")
+        medians = [r["median_ms"] for r in sweep]
+        spread = [
+            [m - r["min_ms"] for m, r in zip(medians, sweep)],
+            [r["max_ms"] - m for m, r in zip(medians, sweep)],
+        ]
+        ax.errorbar(
+            [r["masked"] for r in sweep],
+            medians,
+            yerr=spread,
+            fmt="o-",
+            capsize=3,
+            color=COLORS["retinamask"],
+            label="RetinaMask (min-max bars)",
+        )
         for row in cost["models"]:
             if row["model"] == "retinamask":
                 continue

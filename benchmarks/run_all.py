@@ -31,7 +31,7 @@ def run_script(name: str, args: list[str]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu", help="extra device for the COCO-scale timing")
-    parser.add_argument("--threads", type=int, default=2, help="CPU threads, same for all")
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads, same for all")
     parser.add_argument("--quick", action="store_true", help="check the harness in seconds")
     parser.add_argument("--results-dir", type=Path, help="default benchmarks/results (/tmp)")
     parser.add_argument("--work-dir", type=Path, default=Path("output/benchmarks"))

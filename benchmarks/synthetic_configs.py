@@ -42,7 +42,7 @@ class SharedSpec:
     anchor_size: int = 16  # anchor size on the finest detection level; doubles per level
     ims_per_batch: int = 4
     base_lr: float = 0.01
-    max_iter: int = 300
+    max_iter: int = 500
     warmup_iters: int = 50
     seed: int = 0
 
@@ -60,7 +60,9 @@ def synthetic_cfg(model: str, spec: SharedSpec, num_classes: int, output_dir: st
         cfg.merge_from_file(model_zoo.get_config_file(BASE_CONFIGS[model]))
         cfg.MODEL.MASK_ON = model == "mask_rcnn"
     else:
-        raise ValueError(f"unknown model {model!r}; choose from retinamask, {', '.join(BASE_CONFIGS)}")
+        raise ValueError(
+            f"unknown model {model!r}; choose from retinamask, {', '.join(BASE_CONFIGS)}"
+        )
     apply_shared(cfg, spec, num_classes)
     cfg.OUTPUT_DIR = output_dir
     return cfg

@@ -27,15 +27,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from detectron2.config import CfgNode, get_cfg
+import yaml
+from detectron2.config import CfgNode
 from detectron2.structures import Instances
 from detectron2.utils.video_visualizer import VideoVisualizer
 from detectron2.utils.visualizer import ColorMode
 from PIL import Image
 from tqdm import tqdm
 
-from retinamask_d2 import add_retinamask_config
-from retinamask_d2.data.config import add_dataset_config
 from retinamask_d2.image_io import (
     DEFAULT_MAX_MEGAPIXELS,
     IMAGE_SUFFIXES,
@@ -43,7 +42,7 @@ from retinamask_d2.image_io import (
     read_image,
 )
 from retinamask_d2.outputs import coco_results, draw_instances, make_cutouts
-from retinamask_d2.predictor import RetinaMaskPredictor
+from retinamask_d2.predictor import RetinaMaskPredictor, load_config
 
 # Where `make quickstart` leaves its trained model; used when no --config-file is given.
 QUICKSTART_DIR = Path(__file__).resolve().parents[1] / "output" / "quickstart"
@@ -162,9 +161,6 @@ def _check_args(args: argparse.Namespace) -> None:
 
 def setup_cfg(args: argparse.Namespace) -> CfgNode:
     """The config of the model to run: --config-file (or the quickstart's), then --opts."""
-    cfg = get_cfg()
-    add_retinamask_config(cfg)
-    add_dataset_config(cfg)
     if args.config_file is not None:
         config_file, weights = Path(args.config_file), None
         if not config_file.is_file():
@@ -174,11 +170,8 @@ def setup_cfg(args: argparse.Namespace) -> CfgNode:
         if not (config_file.is_file() and weights.is_file()):
             raise UsageError(_no_model_message())
     try:
-        cfg.merge_from_file(str(config_file))
-        if weights is not None:
-            cfg.MODEL.WEIGHTS = str(weights)
-        cfg.merge_from_list(args.opts)
-    except (KeyError, ValueError, AssertionError, TypeError) as e:
+        cfg = load_config(config_file, weights, args.opts)
+    except (KeyError, ValueError, AssertionError, TypeError, OSError, yaml.YAMLError) as e:
         source = f"{config_file} or --opts" if args.opts else str(config_file)
         raise UsageError(f"bad config in {source}: {e}") from None
     threshold = args.confidence_threshold
@@ -341,6 +334,8 @@ def plan_image_outputs(
     if args.json is not None:
         default = output.with_suffix(".json") if output_is_file else folder / "results.json"
         json_path = Path(args.json) if args.json else default
+        if json_path.is_dir():
+            raise UsageError(f"--json {json_path} is a folder; name a file")
         if json_path.exists() and not args.overwrite:
             raise UsageError(f"{json_path} exists already; pass --overwrite to replace it")
 

@@ -14,18 +14,34 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from detectron2.config import CfgNode
+from detectron2.config import CfgNode, get_cfg
 from detectron2.data import MetadataCatalog
 from detectron2.data.catalog import Metadata
 from detectron2.engine import DefaultPredictor
 from detectron2.structures import Instances
 
-from retinamask_d2.data.config import register_datasets_from_config  # registers synthetic sets too
+from retinamask_d2.config import add_retinamask_config
+from retinamask_d2.data.config import add_dataset_config, register_datasets_from_config
 from retinamask_d2.image_io import DEFAULT_MAX_MEGAPIXELS, read_image, to_uint8_3channel
 
 logger = logging.getLogger(__name__)
 
 ImageLike = np.ndarray | str | os.PathLike
+
+
+def load_config(
+    config_file: str | os.PathLike, weights: str | os.PathLike | None = None, opts: Sequence = ()
+) -> CfgNode:
+    """The config in ``config_file`` (e.g. the config.yaml that training writes) with RetinaMask's
+    and the dataset keys known, then ``weights`` as MODEL.WEIGHTS and ``KEY VALUE`` ``opts``."""
+    cfg = get_cfg()
+    add_retinamask_config(cfg)
+    add_dataset_config(cfg)
+    cfg.merge_from_file(str(config_file))
+    if weights is not None:
+        cfg.MODEL.WEIGHTS = str(weights)
+    cfg.merge_from_list(list(opts))
+    return cfg
 
 
 class RetinaMaskPredictor(DefaultPredictor):
@@ -37,7 +53,7 @@ class RetinaMaskPredictor(DefaultPredictor):
 
     Example::
 
-        predictor = RetinaMaskPredictor(cfg)
+        predictor = RetinaMaskPredictor(load_config("config.yaml", "model_final.pth"))
         instances = predictor.predict("photo.jpg")
         masks = instances.pred_masks  # (N, H, W) bool
         many = predictor.predict_batch([rgb_a, rgb_b], format="RGB")

@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -224,15 +225,18 @@ def test_output_file_for_one_image(model_dir, tmp_path):
         (["empty"], "out", "folder .*empty has no image files"),
         (["missing.jpg"], "out", "missing.jpg: no such file or folder"),
         (["in/*.gif"], "out", r"pattern .*\*\.gif has no image files"),
+        (["in/gray.png", "--json", "empty"], "out", "--json .*empty is a folder"),
     ],
-    ids=["file-output-many-inputs", "output-is-input", "empty-folder", "missing", "glob-none"],
+    ids=["file-output-many", "output-is-input", "empty-folder", "missing", "glob-none", "json-dir"],
 )
 def test_runs_that_cannot_start_exit_2(model_dir, tmp_path, capsys, inputs, output, message):
     _good_images(tmp_path / "in")
     (tmp_path / "empty").mkdir()
-    argv = ["--input", *[str(tmp_path / i) for i in inputs], "--output", str(tmp_path / output)]
+    inputs = [i if i.startswith("--") else str(tmp_path / i) for i in inputs]
+    argv = ["--input", *inputs, "--output", str(tmp_path / output)]
     assert demo.main(_model_args(model_dir) + argv + _weights(model_dir)) == 2
-    assert capsys.readouterr().err.startswith("error: ")
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and re.search(message, err)
     assert list(tmp_path.glob("out*")) == [] and not (tmp_path / "seen.png").exists()
 
 
@@ -272,6 +276,9 @@ def test_model_problems_say_what_to_pass(model_dir, tmp_path, capsys):
     assert "bad config in" in capsys.readouterr().err
     assert demo.main(["--config-file", "missing.yaml", "--input", "x.jpg"]) == 2
     assert "--config-file missing.yaml: no such file" in capsys.readouterr().err
+    (tmp_path / "broken.yaml").write_text("MODEL: [unclosed\n")
+    assert demo.main(["--config-file", str(tmp_path / "broken.yaml"), "--input", "x.jpg"]) == 2
+    assert f"bad config in {tmp_path / 'broken.yaml'}" in capsys.readouterr().err
 
 
 def test_video_frames_are_drawn_into_a_video(model_dir, tmp_path, capsys):

@@ -13,7 +13,7 @@ from PIL import Image
 
 from retinamask_d2.data.config import add_dataset_config
 from retinamask_d2.image_io import ImageReadError
-from retinamask_d2.predictor import RetinaMaskPredictor
+from retinamask_d2.predictor import RetinaMaskPredictor, load_config
 from tests.common import build_tiny_model, get_tiny_cfg
 
 
@@ -154,6 +154,19 @@ def tiny_retinamask(tmp_path_factory):
     DetectionCheckpointer(model, save_dir=str(folder)).save("model_final")
     cfg.MODEL.WEIGHTS = str(folder / "model_final.pth")
     return model, RetinaMaskPredictor(cfg)
+
+
+def test_load_config_reads_a_dumped_config_with_weights_and_overrides(tmp_path):
+    cfg = get_tiny_cfg(num_classes=5)
+    add_dataset_config(cfg)  # a config dumped by train_net.py has the dataset keys
+    (tmp_path / "config.yaml").write_text(cfg.dump())
+    loaded = load_config(
+        tmp_path / "config.yaml", tmp_path / "w.pth", ["TEST.DETECTIONS_PER_IMAGE", "7"]
+    )
+    assert loaded.MODEL.RETINANET.NUM_CLASSES == 5 and loaded.MODEL.RESNETS.DEPTH == 18
+    assert loaded.MODEL.WEIGHTS == str(tmp_path / "w.pth")
+    assert loaded.TEST.DETECTIONS_PER_IMAGE == 7
+    assert loaded.MODEL.RETINAMASK.TEST_TOPK_MASKS == cfg.MODEL.RETINAMASK.TEST_TOPK_MASKS
 
 
 def test_weights_come_from_the_checkpoint(tiny_retinamask):

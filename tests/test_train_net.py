@@ -37,6 +37,7 @@ def config_file(tmp_path_factory) -> Path:
     cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN = (64,), 64
     cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST = 64, 64
     cfg.MODEL.RETINANET.SCORE_THRESH_TEST = 0.0  # an untrained model still predicts something
+    cfg.TEST.DETECTIONS_PER_IMAGE = 5
     cfg.SOLVER.MAX_ITER = MAX_ITER
     cfg.SOLVER.CHECKPOINT_PERIOD = CHECKPOINT_PERIOD
     cfg.SOLVER.WARMUP_ITERS = 2

@@ -10,10 +10,17 @@ more things decide what the next steps compute, and this hook restores or remove
   before every step from (seed, iteration, rank), so a step does not depend on what ran before it;
 * float statistics that models keep outside their ``state_dict``: detectron2's dense detectors
   keep the running foreground count that normalises their losses (``loss_normalizer*``) as a
-  plain attribute; its value is checkpointed and put back.
+  plain attribute; its value is checkpointed and put back;
+* TorchScript's optimising executor: a scripted function (RetinaNet's focal loss is fvcore's
+  ``sigmoid_focal_loss_jit``) runs its first calls unoptimised while profiling and then a fused
+  graph whose rounding differs, so a resumed process computed its first steps differently from
+  the warmed-up uninterrupted one (gradients off by 1e-13, weights by 1e-5 a few steps later).
+  Training runs with ``torch.jit.optimized_execution(False)``: the same graph at every call.
 """
 
 from __future__ import annotations
+
+import contextlib
 
 import numpy as np
 import torch
@@ -35,12 +42,17 @@ class ReproducibleSteps(HookBase):
 
     def __init__(self, seed: int):
         self.seed = seed
+        self._unoptimized_jit = contextlib.ExitStack()
 
     def before_train(self) -> None:
         loader = self.trainer.data_loader
         if isinstance(loader, ResumableTrainLoader):
             loader.batch_sampler.seed = self.seed
             loader.start_iter = self.trainer.start_iter
+        self._unoptimized_jit.enter_context(torch.jit.optimized_execution(False))
+
+    def after_train(self) -> None:
+        self._unoptimized_jit.close()
 
     def before_step(self) -> None:
         seed_all_rng(step_seed(self.seed, self.trainer.iter, comm.get_rank()))

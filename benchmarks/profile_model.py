@@ -1,0 +1,137 @@
+"""Where a model's time goes: torch.profiler's operators and cProfile's Python functions.
+
+    python benchmarks/profile_model.py --model retinamask --mode train          # synthetic spec
+    python benchmarks/profile_model.py --model retinamask --mode infer --scale coco
+    python benchmarks/profile_model.py --model retinamask --weights \
+        output/benchmarks/accuracy/retinamask/model_final.pth      # after accuracy.py
+
+Profiles ``--steps`` training steps (forward + backward + SGD) on batches of the synthetic
+training set, or inference calls on one image (a synthetic validation image, or the random
+800x1333 image of ``inference_cost.py``), after one untimed warm-up, and prints two tables: the
+operators with the most self time, and the Python functions (detectron2's and ours) with the
+most cumulative time, which tells which part of the model runs them. ``--out`` also saves them.
+"""
+
+import argparse
+import cProfile
+import io
+import pstats
+from pathlib import Path
+
+import numpy as np
+import torch
+from harness import set_threads
+from torch.profiler import ProfilerActivity, profile
+
+MODELS = ("retinamask", "retinanet", "mask_rcnn")
+
+
+def synthetic_model_and_inputs(model_name: str, mode: str, data_dir: Path, weights: str):
+    """The accuracy benchmark's model (random init, or ``weights``: a trained model computes
+    more RoIs than a random one) and a training batch or a test image."""
+    from accuracy import TRAIN_NAME, VAL_NAME
+    from detectron2.checkpoint import DetectionCheckpointer
+    from detectron2.data import DatasetMapper, build_detection_test_loader
+    from synthetic_configs import SharedSpec, build_benchmark_model, synthetic_cfg
+
+    from retinamask_d2.data.coco_json import register_coco_json
+    from retinamask_d2.data.config import setup_datasets
+    from retinamask_d2.data.train_loader import build_resumable_train_loader
+
+    if not (data_dir / "train.json").is_file():
+        raise FileNotFoundError(
+            f"{data_dir}/train.json: run benchmarks/accuracy.py once (it writes the data) or "
+            "pass --data-dir"
+        )
+    for name, split in ((TRAIN_NAME, "train"), (VAL_NAME, "val")):
+        register_coco_json(name, str(data_dir / f"{split}.json"), str(data_dir / split))
+    cfg = synthetic_cfg(model_name, SharedSpec(), 4, "output/benchmarks/profile")
+    cfg.DATASETS.TRAIN = (TRAIN_NAME,)
+    setup_datasets(cfg)
+    torch.manual_seed(0)
+    model = build_benchmark_model(cfg)
+    if weights:
+        DetectionCheckpointer(model).load(weights)
+    if mode == "train":
+        return model, next(iter(build_resumable_train_loader(cfg)))
+    loader = build_detection_test_loader(cfg, VAL_NAME, mapper=DatasetMapper(cfg, False))
+    return model.eval(), next(iter(loader))
+
+
+def coco_model_and_inputs(model_name: str, mode: str):
+    """The COCO-scale timing model (random weights) and its random 800x1333 image."""
+    from coco_configs import coco_scale_cfg, zero_box_regressors
+    from detectron2.modeling import build_model
+
+    if mode != "infer":
+        raise ValueError("--scale coco profiles inference only (random weights, no data)")
+    torch.manual_seed(0)
+    model = build_model(coco_scale_cfg(model_name, "cpu")).eval()
+    zero_box_regressors(model)
+    pixels = np.random.default_rng(0).integers(0, 256, (3, 800, 1333), dtype=np.uint8)
+    return model, [{"image": torch.as_tensor(pixels).float(), "height": 800, "width": 1333}]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", choices=MODELS, default="retinamask")
+    parser.add_argument("--mode", choices=("train", "infer"), default="train")
+    parser.add_argument("--scale", choices=("synthetic", "coco"), default="synthetic")
+    parser.add_argument("--data-dir", type=Path, default=Path("datasets/benchmark_synthetic"))
+    parser.add_argument("--weights", default="", help="synthetic scale: a checkpoint to load")
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--top", type=int, default=25, help="rows per table")
+    parser.add_argument("--out", type=Path, help="also write the tables to this file")
+    args = parser.parse_args()
+    set_threads(args.threads)
+    if args.scale == "coco":
+        model, inputs = coco_model_and_inputs(args.model, args.mode)
+    else:
+        model, inputs = synthetic_model_and_inputs(
+            args.model, args.mode, args.data_dir, args.weights
+        )
+
+    if args.mode == "train":
+        from detectron2.utils.events import EventStorage
+
+        optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+        storage = EventStorage(0)
+
+        def step() -> None:
+            with storage:
+                loss = sum(model(inputs).values())
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    else:
+
+        def step() -> None:
+            with torch.no_grad():
+                model(inputs)
+
+    step()  # warm-up
+    python_profile = cProfile.Profile()
+    with profile(activities=[ProfilerActivity.CPU]) as torch_profile:
+        python_profile.enable()
+        for _ in range(args.steps):
+            step()
+        python_profile.disable()
+
+    title = f"{args.model}, {args.mode}, {args.scale} scale, {args.steps} steps"
+    operators = torch_profile.key_averages().table(
+        sort_by="self_cpu_time_total", row_limit=args.top
+    )
+    functions = io.StringIO()
+    stats = pstats.Stats(python_profile, stream=functions).sort_stats("cumulative")
+    stats.print_stats(r"detectron2|retinamask_d2|torchvision", args.top)
+    text = f"# {title}\n\n## operators by self time\n{operators}\n## functions by cumulative time\n"
+    text += functions.getvalue()
+    print(text)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text, encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+"""The benchmark harness keeps working: ``benchmarks/run_all.py --quick`` end to end, and the
+target verdicts of the report on hand-made numbers. No timing is asserted."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+
+import report  # noqa: E402  (a script folder, not a package)
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _row(model: str, box: float, mask: float | None, train_s: float, ms: float) -> dict:
+    return {
+        "model": model,
+        "box": {"AP": box},
+        "mask": {} if mask is None else {"AP": mask},
+        "train_s_per_iter": train_s,
+        "inference": {"median_ms": ms},
+    }
+
+
+def test_targets_compare_within_one_run():
+    accuracy = {
+        "models": [
+            _row("retinamask", 30.0, 20.0, 0.5, 114.0),
+            _row("retinanet", 28.5, None, 0.4, 100.0),
+            _row("mask_rcnn", 29.0, 21.5, 0.5, 90.0),
+        ]
+    }
+    verdicts = {target: verdict for target, _, verdict in report.targets(accuracy, [])}
+    assert verdicts == {
+        "box AP ≥ RetinaNet + 1 (synthetic)": "met",  # +1.5
+        "mask AP ≥ Mask R-CNN − 1 (synthetic)": "**not met**",  # -1.5
+        "inference ≤ 1.15× RetinaNet (synthetic, CPU)": "met",  # 1.14x
+        "inference ≤ Mask R-CNN (synthetic, CPU)": "**not met**",
+        "training s/iter ≤ Mask R-CNN (synthetic, CPU)": "met",  # equal
+    }
+
+
+@pytest.mark.slow
+def test_quick_run_writes_results_table_and_plots(tmp_path):
+    results, work = tmp_path / "results", tmp_path / "work"
+    cmd = [sys.executable, str(BENCHMARKS / "run_all.py"), "--quick"]
+    cmd += ["--results-dir", str(results), "--work-dir", str(work)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+    accuracy = json.loads((results / "accuracy.json").read_text())
+    rows = {row["model"]: row for row in accuracy["models"]}
+    assert list(rows) == ["retinamask", "retinanet", "mask_rcnn"]
+    assert accuracy["spec"]["max_iter"] == 4 and accuracy["threads"] == 1
+    for name, row in rows.items():
+        assert set(row["box"]) >= {"AP", "AP50"}, name
+        assert row["train_steps_timed"] >= 1 and row["train_s_per_iter"] > 0
+        assert row["inference"]["n"] == 2
+        assert row["peak_rss_mb"] > 100
+    assert rows["retinanet"]["mask"] == {}  # a box-only model is not scored on masks
+    assert "AP" in rows["retinamask"]["mask"] and "AP" in rows["mask_rcnn"]["mask"]
+
+    cost = json.loads((results / "inference_cost_cpu.json").read_text())
+    assert cost["device_kind"] == "cpu" and cost["image_size"] == [160, 224]
+    models = {row["model"]: row for row in cost["models"]}
+    # Zeroed box regressors give every model its full 100 detections; the masks are counted
+    # where they are computed: 50 for RetinaMask (TEST_TOPK_MASKS), all for Mask R-CNN.
+    assert {m: row["detections"] for m, row in models.items()} == {
+        "retinamask": 100,
+        "retinanet": 100,
+        "mask_rcnn": 100,
+    }
+    assert {m: row["masked"] for m, row in models.items()} == {
+        "retinamask": 50,
+        "retinanet": 0,
+        "mask_rcnn": 100,
+    }
+    assert [(r["topk_masks"], r["masked"]) for r in cost["mask_count_sweep"]] == [(0, 0), (50, 50)]
+
+    text = (results / "benchmarks.md").read_text()
+    assert "| RetinaMask |" in text and "### Targets" in text
+    assert text == report.markdown(accuracy, [cost])
+    for png in ("accuracy.png", "inference_cost.png"):
+        assert (results / png).read_bytes()[:8] == PNG_MAGIC
