@@ -142,9 +142,22 @@ def test_drawing_colours_the_mask_and_leaves_far_pixels_alone(metadata):
     masks[0, 20:40, 20:40] = True
     instances = _instances(masks, [[20.0, 20.0, 40.0, 40.0]], classes=[0], scores=[0.9])
 
-    drawing = draw_instances(image, instances, metadata)
+    drawing = draw_instances(image, instances, metadata, min_long_side=0)
 
     assert drawing.shape == image.shape and drawing.dtype == np.uint8
     change = np.abs(drawing.astype(int) - image).sum(axis=2)
     assert change[25:35, 25:35].mean() > 20  # the mask is tinted
     assert change[0:10, 50:64].max() <= 2  # the top-right corner is far from box and label
+
+
+@pytest.mark.parametrize(
+    "height, width, factor",
+    [(128, 96, 4), (48, 80, 7), (300, 200, 2), (512, 100, 1), (700, 900, 1)],
+)
+def test_small_images_are_drawn_enlarged_by_a_whole_factor(height, width, factor):
+    image = np.zeros((height, width, 3), dtype=np.uint8)
+    image[: height // 2] = 255
+    empty = _instances(np.zeros((0, height, width), bool), np.zeros((0, 4)), [], [])
+    drawing = draw_instances(image, empty, Metadata())
+    assert drawing.shape == (height * factor, width * factor, 3)
+    assert drawing[: height * factor // 2 - 1].min() == 255 and drawing[-1].max() == 0
