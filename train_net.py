@@ -18,6 +18,7 @@ from detectron2.config import get_cfg
 from detectron2.engine import default_argument_parser, default_setup, launch
 from detectron2.evaluation import verify_results
 from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
 
 from retinamask_d2 import add_retinamask_config
 from retinamask_d2.data.config import (
@@ -37,6 +38,8 @@ def setup(args):
     if args.config_file:
         cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(dataset_options(args) + (args.opts or []))
+    # Before the datasets are checked: what they skip is logged to OUTPUT_DIR/log.txt too.
+    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="retinamask_d2")
     setup_datasets(cfg, training=not args.eval_only)
     no_gpu = cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available()
     if no_gpu:

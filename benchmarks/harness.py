@@ -58,7 +58,25 @@ def environment() -> dict[str, str]:
         "torch": torch.__version__,
         "detectron2": detectron2.__version__,
         "platform": platform.platform(),
+        "commit": _git_commit(),
     }
+
+
+def _git_commit() -> str:
+    """The checkout's commit, marked "+changes" when files differ from it ("" outside git)."""
+    here = Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True, text=True
+        )
+        status = subprocess.run(
+            ["git", "status", "--porcelain"], cwd=here, capture_output=True, text=True
+        )
+    except OSError:
+        return ""
+    if head.returncode != 0:
+        return ""
+    return head.stdout.strip() + ("+changes" if status.stdout.strip() else "")
 
 
 def synchronize(device: str) -> None:

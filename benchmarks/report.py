@@ -13,8 +13,18 @@ from pathlib import Path
 
 from harness import RESULTS_DIR
 
-NAMES = {"retinamask": "RetinaMask", "retinanet": "RetinaNet (d2)", "mask_rcnn": "Mask R-CNN (d2)"}
-COLORS = {"retinamask": "tab:red", "retinanet": "tab:blue", "mask_rcnn": "tab:green"}
+NAMES = {
+    "retinamask": "RetinaMask",
+    "retinanet": "RetinaNet (d2)",
+    "mask_rcnn": "Mask R-CNN (d2)",
+    "retinamask_no_mask_loss": "RetinaMask, mask loss off",
+}
+COLORS = {
+    "retinamask": "tab:red",
+    "retinanet": "tab:blue",
+    "mask_rcnn": "tab:green",
+    "retinamask_no_mask_loss": "tab:orange",
+}
 # The targets of issue 6, each a ratio or difference measured within one run.
 BOX_AP_GAIN = 1.0  # RetinaMask box AP >= RetinaNet box AP + 1
 MASK_AP_LOSS = 1.0  # RetinaMask mask AP >= Mask R-CNN mask AP - 1
@@ -69,19 +79,20 @@ def targets(accuracy: dict | None, costs: list[dict]) -> list[tuple[str, str, st
                     _verdict(diff >= -MASK_AP_LOSS),
                 )
             )
+        device = accuracy.get("device_kind", "cpu").upper()
         ms = {m: by[m]["inference"]["median_ms"] for m in by}
-        rows += _inference_targets(ms, "synthetic, CPU")
+        rows += _inference_targets(ms, f"synthetic, {device}")
         train = {m: by[m]["train_s_per_iter"] for m in by}
         ratio = train["retinamask"] / train["mask_rcnn"]
         rows.append(
             (
-                "training s/iter ≤ Mask R-CNN (synthetic, CPU)",
+                f"training s/iter ≤ Mask R-CNN (synthetic, {device})",
                 f"{train['retinamask']:.2f} vs {train['mask_rcnn']:.2f} s ({ratio:.2f}×)",
                 _verdict(ratio <= 1.0),
             )
         )
     for cost in costs:
-        ms = {row["model"]: row["median_ms"] for row in cost["models"]}
+        ms = {row["model"]: row["min_ms"] for row in cost["models"]}
         rows += _inference_targets(ms, f"R50-FPN 800×1333, {cost['device_kind'].upper()}")
     return rows
 
@@ -116,7 +127,8 @@ def markdown(accuracy: dict | None, costs: list[dict]) -> str:
             f"{spec['max_iter']} iterations of batch {spec['ims_per_batch']} "
             f"(lr {spec['base_lr']:g}), seed {spec['seed']}; {data['train_images']} training and "
             f"{data['val_images']} validation images. Device: {accuracy['device']}. Inference: "
-            f"median over {accuracy['timed_images']} validation images, one per call. "
+            f"one image per call, the fastest of {accuracy.get('repeats_per_image', 1)} calls, "
+            f"median over {accuracy['timed_images']} validation images. Training: median step. "
             f"Wall time {accuracy['wall_s'] / 60:.0f} min.",
             "",
             "| model | box AP | mask AP | train s/iter | inference ms/image | peak RSS (MB) |",
@@ -129,39 +141,52 @@ def markdown(accuracy: dict | None, costs: list[dict]) -> str:
                 f"| {row['peak_rss_mb']:.0f} |"
             )
         lines.append("")
+        by = {row["model"]: row for row in accuracy["models"]}
+        with_loss, without = _ap(by["retinamask"], "box"), None
+        if "retinamask_no_mask_loss" in by:
+            without = _ap(by["retinamask_no_mask_loss"], "box")
+        if with_loss is not None and without is not None:
+            lines += [
+                f"What the mask loss adds to detection, all else equal: box AP {with_loss:.1f} "
+                f"with it, {without:.1f} without ({with_loss - without:+.1f}; "
+                "`MODEL.RETINAMASK.MASK_LOSS_WEIGHT` 0).",
+                "",
+            ]
     if costs:
         lines += [
             "### Inference cost of the mask branch at COCO scale",
             "",
             "R50-FPN, one 800×1333 image, random weights (box regressors zeroed so that each "
             "model returns its full 100 detections), each model in its own process, timed calls "
-            "taking turns; median ms/image.",
+            f"taking turns ({costs[0]['iters']} per model). ms/image: the fastest call, the best "
+            "estimate of a model's own cost on a shared machine (load only adds time); the median "
+            "in brackets.",
             "",
-            "| device | model | masked detections | ms/image | peak memory (MB) |",
+            "| device | model | masked detections | ms/image (median) | peak memory (MB) |",
             "|---|---|---|---|---|",
         ]
         for cost in costs:
             for row in cost["models"]:
                 lines.append(
                     f"| {cost['device']} | {NAMES[row['model']]} | {row['masked']} "
-                    f"| {row['median_ms']:.0f} | {_memory(row)} |"
+                    f"| {row['min_ms']:.0f} ({row['median_ms']:.0f}) | {_memory(row)} |"
                 )
         lines += [
             "",
             "RetinaMask's time against the number of masked detections "
             "(`MODEL.RETINAMASK.TEST_TOPK_MASKS`; counted at the mask head):",
             "",
-            "| device | masked detections | ms/image | + ms over 0 masks |",
+            "| device | masked detections | ms/image (median) | + ms over 0 masks |",
             "|---|---|---|---|",
         ]
         for cost in costs:
             sweep = cost["mask_count_sweep"]
-            base = next((r["median_ms"] for r in sweep if r["masked"] == 0), None)
+            base = next((r["min_ms"] for r in sweep if r["masked"] == 0), None)
             for row in sweep:
-                extra = _fmt(row["median_ms"] - base, 0) if base is not None else "–"
+                extra = _fmt(row["min_ms"] - base, 0) if base is not None else "–"
                 lines.append(
                     f"| {cost['device_kind'].upper()} | {row['masked']} "
-                    f"| {row['median_ms']:.0f} | {extra} |"
+                    f"| {row['min_ms']:.0f} ({row['median_ms']:.0f}) | {extra} |"
                 )
         lines.append("")
     rows = targets(accuracy, costs)
@@ -192,22 +217,16 @@ def plot_accuracy(accuracy: dict, path: Path) -> None:
         ("training s/iter", [r["train_s_per_iter"] for r in rows]),
         ("inference ms/image", [r["inference"]["median_ms"] for r in rows]),
     ]
-    fig, axes = plt.subplots(1, 4, figsize=(13, 3.4))
-    for ax, (title, values) in zip(axes, panels):
+    fig, axes = plt.subplots(2, 2, figsize=(10, 7))
+    for ax, (title, values) in zip(axes.flat, panels):
         for i, (row, value) in enumerate(zip(rows, values)):
             if value is None:
                 ax.text(i, 0, "n/a", ha="center", va="bottom", fontsize=9)
                 continue
             ax.bar(i, value, color=COLORS[row["model"]])
-            ax.text(
-                i,
-                value,
-                f"{value:.1f}" if value < 100 else f"{value:.0f}",
-                ha="center",
-                va="bottom",
-                fontsize=9,
-            )
-        ax.set_xticks(range(len(rows)), [NAMES[r["model"]] for r in rows], rotation=15, fontsize=8)
+            ax.text(i, value, _bar_label(value), ha="center", va="bottom", fontsize=9)
+        labels = [NAMES[r["model"]].replace(" (", "\n(").replace(", ", ",\n") for r in rows]
+        ax.set_xticks(range(len(rows)), labels, fontsize=8)
         ax.set_title(title, fontsize=10)
         ax.margins(y=0.15)
     fig.suptitle(
@@ -218,9 +237,13 @@ def plot_accuracy(accuracy: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def _bar_label(value: float) -> str:
+    return f"{value:.2f}" if value < 10 else f"{value:.1f}" if value < 100 else f"{value:.0f}"
+
+
 def plot_inference_cost(costs: list[dict], path: Path) -> None:
-    """One panel per device: RetinaMask ms/image against masked detections (median, with the
-    fastest and slowest call), with RetinaNet's and Mask R-CNN's medians as lines."""
+    """One panel per device: RetinaMask ms/image (fastest call, bar up to the median) against
+    masked detections, with RetinaNet's and Mask R-CNN's fastest calls as lines."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -229,27 +252,24 @@ def plot_inference_cost(costs: list[dict], path: Path) -> None:
     fig, axes = plt.subplots(1, len(costs), figsize=(5.5 * len(costs), 3.8), squeeze=False)
     for ax, cost in zip(axes[0], costs):
         sweep = cost["mask_count_sweep"]
-        medians = [r["median_ms"] for r in sweep]
-        spread = [
-            [m - r["min_ms"] for m, r in zip(medians, sweep)],
-            [r["max_ms"] - m for m, r in zip(medians, sweep)],
-        ]
+        fastest = [r["min_ms"] for r in sweep]
+        spread = [[0.0] * len(sweep), [r["median_ms"] - f for f, r in zip(fastest, sweep)]]
         ax.errorbar(
             [r["masked"] for r in sweep],
-            medians,
+            fastest,
             yerr=spread,
             fmt="o-",
             capsize=3,
             color=COLORS["retinamask"],
-            label="RetinaMask (min-max bars)",
+            label="RetinaMask (bar: up to the median)",
         )
         for row in cost["models"]:
             if row["model"] == "retinamask":
                 continue
             label = f"{NAMES[row['model']]} ({row['masked']} masks)"
-            ax.axhline(row["median_ms"], color=COLORS[row["model"]], ls="--", label=label)
+            ax.axhline(row["min_ms"], color=COLORS[row["model"]], ls="--", label=label)
         ax.set_xlabel("masked detections")
-        ax.set_ylabel("ms / image (median)")
+        ax.set_ylabel("ms / image (fastest call)")
         ax.set_ylim(bottom=0)
         ax.set_title(f"R50-FPN 800×1333 — {cost['device']}", fontsize=9)
         ax.legend(fontsize=8, loc="lower right")

@@ -55,7 +55,9 @@ def make_data(args: argparse.Namespace) -> Path:
 
 def run(command: list[str]) -> None:
     print("[quickstart] $ " + " ".join(command), flush=True)
-    subprocess.run(command, cwd=ROOT, check=True)
+    code = subprocess.run(command, cwd=ROOT).returncode
+    if code != 0:
+        sys.exit(f"[quickstart] {Path(command[1]).name} failed (exit code {code}); see above")
 
 
 def final_ap(output: Path) -> dict[str, float]:

@@ -54,14 +54,15 @@ def test_quick_run_writes_results_table_and_plots(tmp_path):
 
     accuracy = json.loads((results / "accuracy.json").read_text())
     rows = {row["model"]: row for row in accuracy["models"]}
-    assert list(rows) == ["retinamask", "retinanet", "mask_rcnn"]
+    assert list(rows) == ["retinamask", "retinanet", "mask_rcnn", "retinamask_no_mask_loss"]
     assert accuracy["spec"]["max_iter"] == 4 and accuracy["threads"] == 1
     for name, row in rows.items():
         assert set(row["box"]) >= {"AP", "AP50"}, name
         assert row["train_steps_timed"] >= 1 and row["train_s_per_iter"] > 0
         assert row["inference"]["n"] == 2
         assert row["peak_rss_mb"] > 100
-    assert rows["retinanet"]["mask"] == {}  # a box-only model is not scored on masks
+    # A box-only model, and the ablation whose mask head learns nothing, are not scored on masks.
+    assert rows["retinanet"]["mask"] == {} and rows["retinamask_no_mask_loss"]["mask"] == {}
     assert "AP" in rows["retinamask"]["mask"] and "AP" in rows["mask_rcnn"]["mask"]
 
     cost = json.loads((results / "inference_cost_cpu.json").read_text())

@@ -46,6 +46,15 @@ def _rle(mask: np.ndarray) -> dict:
     return {"size": rle["size"], "counts": rle["counts"].decode()}
 
 
+def _uncompressed_rle(mask: np.ndarray) -> dict:
+    """COCO's uncompressed RLE: run lengths of the column-major pixels, starting with zeros."""
+    flat = mask.flatten(order="F").astype(int)
+    change = np.flatnonzero(np.diff(flat)) + 1
+    bounds = np.concatenate([[0], change, [flat.size]])
+    counts = np.diff(bounds).tolist()
+    return {"size": list(mask.shape), "counts": ([0] + counts) if flat[0] else counts}
+
+
 def _write(
     tmp_path: Path, annotations: list[dict], images=None, categories=None
 ) -> tuple[str, str]:
@@ -166,11 +175,17 @@ def _cfg(mask_format="polygon"):
     return cfg
 
 
-def test_rle_masks_switch_to_bitmask_and_decode_to_the_same_pixels(tmp_path):
+def test_rle_masks_compressed_or_not_switch_to_bitmask_and_decode_to_the_same_pixels(tmp_path):
     disk = np.zeros((H, W), bool)
     disk[10:20, 20:34] = True
     disk[14:16, 26:28] = False  # a hole: only RLE can say this
-    annotations = [_ann(1), _ann(2, bbox=(20, 10, 14, 10), segmentation=_rle(disk))]
+    corner = np.zeros((H, W), bool)
+    corner[24:30, 0:6] = True
+    annotations = [
+        _ann(1),
+        _ann(2, bbox=(20, 10, 14, 10), segmentation=_rle(disk)),
+        _ann(3, bbox=(0, 24, 6, 6), segmentation=_uncompressed_rle(corner)),
+    ]
     json_file, image_root = _write(tmp_path, annotations)
     cfg = _cfg()
     name = f"test_rle_{uuid.uuid4().hex[:8]}"
@@ -186,6 +201,7 @@ def test_rle_masks_switch_to_bitmask_and_decode_to_the_same_pixels(tmp_path):
     square[4:14, 4:14] = True  # what pycocotools makes of SQUARE
     assert torch.equal(masks[0], torch.from_numpy(square))
     assert torch.equal(masks[1], torch.from_numpy(disk))
+    assert torch.equal(masks[2], torch.from_numpy(corner))
 
 
 def test_polygons_keep_polygon_format_and_no_masks_is_an_error(tmp_path):

@@ -71,8 +71,17 @@ def _cfg(data: Path, output: Path, meta_arch_cfg: CfgNode | None = None) -> CfgN
 
 
 def _train_and_save(cfg: CfgNode, out_dir: str) -> None:
-    """What train_net.py's main does, then every rank saves its weights."""
+    """What train_net.py's main does, then every rank saves its weights (1 thread per process:
+    2 processes share 2 cores)."""
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    try:
+        _train_and_save_one_thread(cfg, out_dir)
+    finally:
+        torch.set_num_threads(threads)  # the 1-process run is this (pytest's) process
+
+
+def _train_and_save_one_thread(cfg: CfgNode, out_dir: str) -> None:
     cfg = cfg.clone()
     setup_datasets(cfg)
     cfg.freeze()

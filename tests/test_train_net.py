@@ -54,10 +54,15 @@ def _command(config_file: Path, output: Path, *extra: str) -> list[str]:
     return script + ["--config-file", str(config_file), "OUTPUT_DIR", str(output), *opts]
 
 
+# One thread per process: on a shared 2-core machine OpenMP threads that wait for each other
+# make steps many times slower; every run of a test uses the same setting.
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
 def _run(command: list[str]) -> str:
     """Run to the end; returns stdout and stderr together."""
     done = subprocess.run(
-        command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600
+        command, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     assert done.returncode == 0, done.stdout[-3000:]
     return done.stdout
@@ -73,6 +78,7 @@ def uninterrupted(config_file, tmp_path_factory) -> Path:
 def test_training_logs_progress_metrics_events_and_box_and_mask_ap(uninterrupted):
     log = (uninterrupted / "log.txt").read_text()
     assert "eta: " in log and f"iter: {MAX_ITER - 1}" in log
+    assert "train.json has RLE masks: setting INPUT.MASK_FORMAT to bitmask" in log  # our loggers
     metrics = [
         json.loads(line) for line in (uninterrupted / "metrics.json").read_text().splitlines()
     ]
@@ -99,7 +105,9 @@ def test_sigkill_then_resume_ends_with_the_uninterrupted_weights(
 ):
     # The interrupted run also loads data in a worker process: the batches must not depend on it.
     command = _command(config_file, tmp_path, "DATALOADER.NUM_WORKERS", "1")
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        command, cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     last_checkpoint = tmp_path / "last_checkpoint"
     deadline = time.monotonic() + 600
     while not (last_checkpoint.is_file() and last_checkpoint.read_text() == "model_0000002.pth"):

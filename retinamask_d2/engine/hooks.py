@@ -1,6 +1,6 @@
 """The hook that makes a resumed run repeat the uninterrupted one exactly (same seed, same device).
 
-detectron2's checkpoint holds the model, the optimizer, the scheduler and the iteration. Three
+detectron2's checkpoint holds the model, the optimizer, the scheduler and the iteration. Four
 more things decide what the next steps compute, and this hook restores or removes each:
 
 * the data: the :class:`~retinamask_d2.data.train_loader.ResumableTrainLoader` is started at the
