@@ -1,6 +1,7 @@
-"""RetinaMask for detectron2: importing this package registers the `RetinaMask` meta-architecture
-and the `build_retinamask_resnet_fpn_backbone` backbone."""
+"""RetinaMask for detectron2: importing this package registers the `RetinaMask` meta-architecture,
+the `build_retinamask_resnet_fpn_backbone` backbone and the synthetic dataset names."""
 
+from . import data  # noqa: F401  (registers retinamask_synthetic_train/_val)
 from .arch import RetinaMask
 from .config import add_retinamask_config
 from .modeling import build_retinamask_resnet_fpn_backbone
