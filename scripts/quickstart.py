@@ -8,13 +8,14 @@ masks, in about 15 minutes.
    (so an interrupted quickstart continues where it stopped) and evaluates the final model on
    the validation split (COCO box and mask AP);
 3. runs ``demo/demo.py`` on held-out validation images and writes the drawings;
-4. prints the AP and where everything is.
+4. prints the AP and where everything is, and writes them to ``<output>/summary.json``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -114,6 +115,16 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         "  your images     python demo/demo.py --input photo.jpg",
     ]
     print("\n" + "\n".join(lines))
+    summary = {
+        "seconds": {name: round(t, 1) for name, t in times.items()},
+        "total_seconds": round(finished - started, 1),
+        "ap": ap,
+        "val_images": args.val_images,
+        "cpu_count": os.cpu_count(),
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+    }
+    # benchmarks/report.py writes the README's quickstart line from a copy of this file.
+    (output / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return ap
 
 
