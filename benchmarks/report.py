@@ -3,7 +3,10 @@
     python benchmarks/report.py                      # reads and writes benchmarks/results/
 
 Reads ``accuracy.json`` and every ``inference_cost_*.json`` (one per device) in the results
-folder; writes ``benchmarks.md``, ``accuracy.png`` and ``inference_cost.png`` there.
+folder; writes ``benchmarks.md``, ``accuracy.png`` and ``inference_cost.png`` there. For the
+default results folder it also rewrites the README's generated blocks: the benchmark tables
+and the quickstart line (from ``quickstart.json``, a copy of a quickstart run's
+``output/quickstart/summary.json``), so that no figure in the README is typed by hand.
 """
 
 import argparse
@@ -12,6 +15,8 @@ import math
 from pathlib import Path
 
 from harness import RESULTS_DIR
+
+README = Path(__file__).resolve().parents[1] / "README.md"
 
 NAMES = {
     "retinamask": "RetinaMask",
@@ -292,11 +297,61 @@ def write_report(results_dir: Path) -> str:
     return text
 
 
+def quickstart_markdown(summary: dict) -> str:
+    """The README's quickstart measurement, from a quickstart run's summary.json."""
+    ap, seconds = summary["ap"], summary["seconds"]
+    threads = summary["omp_num_threads"]
+    parts = ", ".join(f"{name} {_minutes(t)}" for name, t in seconds.items())
+    return (
+        f"Measured on {summary['cpu_count']} CPU cores "
+        f"({'OMP_NUM_THREADS=' + threads if threads else 'default threads'}): "
+        f"{_minutes(summary['total_seconds'])} in total ({parts}); "
+        f"**box AP {ap['bbox/AP']:.1f}** (AP50 {ap['bbox/AP50']:.1f}), "
+        f"**mask AP {ap['segm/AP']:.1f}** (AP50 {ap['segm/AP50']:.1f}) on "
+        f"{summary['val_images']} validation images "
+        "(`benchmarks/results/quickstart.json`)."
+    )
+
+
+def _minutes(seconds: float) -> str:
+    return f"{int(seconds // 60)} min {int(seconds % 60):02d} s"
+
+
+def update_readme(readme: Path, blocks: dict[str, str]) -> None:
+    """Replace what stands between ``<!-- generated:NAME -->`` and ``<!-- /generated:NAME -->``."""
+    text = readme.read_text(encoding="utf-8")
+    for name, body in blocks.items():
+        start, end = f"<!-- generated:{name} -->", f"<!-- /generated:{name} -->"
+        head, found_start, rest = text.partition(start)
+        _, found_end, tail = rest.partition(end)
+        if not (found_start and found_end):
+            raise ValueError(f"{readme} has no {start} ... {end} block")
+        text = f"{head}{start}\n{body.strip()}\n{end}{tail}"
+    readme.write_text(text, encoding="utf-8")
+
+
+def readme_blocks(results_dir: Path, section: str) -> dict[str, str]:
+    """The generated README blocks: the section without its heading, and the quickstart line."""
+    blocks = {"benchmarks": section.split("\n", 1)[1]}
+    quickstart = results_dir / "quickstart.json"
+    if quickstart.is_file():
+        blocks["quickstart"] = quickstart_markdown(json.loads(quickstart.read_text()))
+    return blocks
+
+
+def publish(results_dir: Path) -> str:
+    """``write_report``; for the committed results also the README's generated blocks."""
+    text = write_report(results_dir)
+    if results_dir.resolve() == RESULTS_DIR.resolve():
+        update_readme(README, readme_blocks(results_dir, text))
+    return text
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     args = parser.parse_args()
-    print(write_report(args.results_dir))
+    print(publish(args.results_dir))
 
 
 if __name__ == "__main__":

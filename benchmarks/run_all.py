@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from harness import RESULTS_DIR
-from report import write_report
+from report import publish
 
 HERE = Path(__file__).resolve().parent
 
@@ -50,7 +50,7 @@ def main() -> None:
         for device in devices:
             out = results / f"inference_cost_{device.split(':')[0]}.json"
             run_script("inference_cost.py", [*common, "--device", device, "--out", str(out)])
-    print(write_report(results))
+    print(publish(results))
     print(f"run_all: results in {results}, {time.perf_counter() - start:.0f} s")
 
 

@@ -87,3 +87,28 @@ def test_quick_run_writes_results_table_and_plots(tmp_path):
     assert text == report.markdown(accuracy, [cost])
     for png in ("accuracy.png", "inference_cost.png"):
         assert (results / png).read_bytes()[:8] == PNG_MAGIC
+
+
+def test_readme_blocks_are_replaced_between_their_markers(tmp_path):
+    readme = tmp_path / "README.md"
+    block = "top\n<!-- generated:x -->\n{}\n<!-- /generated:x -->\nbottom\n"
+    readme.write_text(block.format("old"))
+    report.update_readme(readme, {"x": "\nnew line\n"})
+    assert readme.read_text() == block.format("new line")
+    with pytest.raises(ValueError, match="generated:y"):
+        report.update_readme(readme, {"y": "text"})
+
+
+def test_quickstart_line_comes_from_the_summary():
+    summary = {
+        "seconds": {"data": 2.0, "training and evaluation": 318.4, "demo": 4.2},
+        "total_seconds": 325.0,
+        "ap": {"bbox/AP": 54.749, "bbox/AP50": 79.39, "segm/AP": 54.535, "segm/AP50": 72.09},
+        "val_images": 60,
+        "cpu_count": 2,
+        "omp_num_threads": None,
+    }
+    line = report.quickstart_markdown(summary)
+    assert "5 min 25 s in total (data 0 min 02 s, training and evaluation 5 min 18 s" in line
+    assert "**box AP 54.7** (AP50 79.4), **mask AP 54.5** (AP50 72.1) on 60 validation" in line
+    assert "2 CPU cores (default threads)" in line
