@@ -36,13 +36,21 @@ from harness import (
     serve,
     set_threads,
     summarize_ms,
-    synchronize,
+    time_calls,
     write_json,
 )
 from synthetic_configs import MODELS, SharedSpec
 
 TRAIN_NAME, VAL_NAME = "retinamask_benchmark_train", "retinamask_benchmark_val"
 QUICK_SPEC = SharedSpec(max_iter=4, warmup_iters=2, ims_per_batch=2, image_size=96)
+
+
+def register_synthetic(data_dir: Path) -> None:
+    """Register the synthetic train and val splits in ``data_dir`` as TRAIN_NAME and VAL_NAME."""
+    from retinamask_d2.data.coco_json import register_coco_json
+
+    for name, split in ((TRAIN_NAME, "train"), (VAL_NAME, "val")):
+        register_coco_json(name, str(data_dir / f"{split}.json"), str(data_dir / split))
 
 
 def serve_model(
@@ -56,17 +64,15 @@ def serve_model(
     replies: TextIO,
 ):
     """Worker: build the model's trainer, then train, evaluate and time it on command."""
-    from detectron2.data import DatasetMapper, MetadataCatalog, build_detection_test_loader
+    from detectron2.data import MetadataCatalog, build_detection_test_loader
     from detectron2.engine import HookBase
     from detectron2.utils.env import seed_all_rng
     from synthetic_configs import build_benchmark_model, synthetic_cfg
 
-    from retinamask_d2.data.coco_json import register_coco_json
     from retinamask_d2.data.config import setup_datasets
     from retinamask_d2.engine import Trainer
 
-    for name, split in ((TRAIN_NAME, "train"), (VAL_NAME, "val")):
-        register_coco_json(name, str(data_dir / f"{split}.json"), str(data_dir / split))
+    register_synthetic(data_dir)
     num_classes = len(json.loads((data_dir / "train.json").read_text())["categories"])
     cfg = synthetic_cfg(model_name, spec, num_classes, str(output_dir / model_name), device)
     cfg.DATASETS.TRAIN = (TRAIN_NAME,)
@@ -142,7 +148,7 @@ def serve_model(
         }
 
     model = trainer.model
-    inputs = list(build_detection_test_loader(cfg, VAL_NAME, mapper=DatasetMapper(cfg, False)))
+    inputs = list(build_detection_test_loader(cfg, VAL_NAME))
     position = {"next": 0}
 
     def time_one() -> dict:
@@ -150,15 +156,12 @@ def serve_model(
         batch = inputs[position["next"] % len(inputs)]
         position["next"] += 1
         model.eval()
-        seconds = []
-        for _ in range(repeats):
-            synchronize(device)
-            start = time.perf_counter()
+
+        def call() -> None:
             with torch.no_grad():
                 model(batch)
-            synchronize(device)
-            seconds.append(time.perf_counter() - start)
-        return {"seconds": min(seconds)}
+
+        return {"seconds": min(time_calls(call, device, warmup=0, iters=repeats))}
 
     handlers = {
         "ready": lambda: {"classes": MetadataCatalog.get(TRAIN_NAME).thing_classes},

@@ -5,6 +5,7 @@ config; all three keep their R50-FPN and test settings (score threshold 0.05, 10
 as published.
 """
 
+import numpy as np
 import torch
 from detectron2 import model_zoo
 from detectron2.config import CfgNode, get_cfg
@@ -62,3 +63,17 @@ def zero_box_regressors(model: torch.nn.Module) -> list[str]:
     if not zeroed:
         raise RuntimeError(f"found no box regressor to zero in {type(model).__name__}")
     return zeroed
+
+
+def coco_scale_model_and_input(
+    model_name: str, device: str, height: int, width: int, topk_masks: int | None = None
+) -> tuple[torch.nn.Module, list[dict]]:
+    """The COCO-scale ``model_name`` (seeded random weights, box regressors zeroed, eval mode)
+    and one random uint8 ``height`` x ``width`` image as its input list."""
+    from detectron2.modeling import build_model
+
+    torch.manual_seed(0)
+    model = build_model(coco_scale_cfg(model_name, device, topk_masks)).eval()
+    zero_box_regressors(model)
+    pixels = np.random.default_rng(0).integers(0, 256, (3, height, width), dtype=np.uint8)
+    return model, [{"image": torch.as_tensor(pixels).float(), "height": height, "width": width}]

@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 from typing import TextIO
 
-import numpy as np
 import torch
 from harness import (
     RESULTS_DIR,
@@ -46,15 +45,10 @@ def serve_model(
     model_name: str, topk_masks: int | None, device: str, size: tuple[int, int], replies: TextIO
 ):
     """Worker: build the model with random weights, then time one call per ``time`` command."""
-    from coco_configs import coco_scale_cfg, zero_box_regressors
-    from detectron2.modeling import build_model
+    from coco_configs import coco_scale_model_and_input
 
-    torch.manual_seed(0)
-    model = build_model(coco_scale_cfg(model_name, device, topk_masks)).eval()
-    zero_box_regressors(model)
     height, width = size
-    pixels = np.random.default_rng(0).integers(0, 256, (3, height, width), dtype=np.uint8)
-    inputs = [{"image": torch.as_tensor(pixels).float(), "height": height, "width": width}]
+    model, inputs = coco_scale_model_and_input(model_name, device, height, width, topk_masks)
     last: dict = {}
 
     def time_one() -> dict:

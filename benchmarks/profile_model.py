@@ -18,7 +18,6 @@ import io
 import pstats
 from pathlib import Path
 
-import numpy as np
 import torch
 from harness import set_threads
 from torch.profiler import ProfilerActivity, profile
@@ -29,12 +28,11 @@ MODELS = ("retinamask", "retinanet", "mask_rcnn")
 def synthetic_model_and_inputs(model_name: str, mode: str, data_dir: Path, weights: str):
     """The accuracy benchmark's model (random init, or ``weights``: a trained model computes
     more RoIs than a random one) and a training batch or a test image."""
-    from accuracy import TRAIN_NAME, VAL_NAME
+    from accuracy import TRAIN_NAME, VAL_NAME, register_synthetic
     from detectron2.checkpoint import DetectionCheckpointer
-    from detectron2.data import DatasetMapper, build_detection_test_loader
+    from detectron2.data import build_detection_test_loader
     from synthetic_configs import SharedSpec, build_benchmark_model, synthetic_cfg
 
-    from retinamask_d2.data.coco_json import register_coco_json
     from retinamask_d2.data.config import setup_datasets
     from retinamask_d2.data.train_loader import build_resumable_train_loader
 
@@ -43,8 +41,7 @@ def synthetic_model_and_inputs(model_name: str, mode: str, data_dir: Path, weigh
             f"{data_dir}/train.json: run benchmarks/accuracy.py once (it writes the data) or "
             "pass --data-dir"
         )
-    for name, split in ((TRAIN_NAME, "train"), (VAL_NAME, "val")):
-        register_coco_json(name, str(data_dir / f"{split}.json"), str(data_dir / split))
+    register_synthetic(data_dir)
     cfg = synthetic_cfg(model_name, SharedSpec(), 4, "output/benchmarks/profile")
     cfg.DATASETS.TRAIN = (TRAIN_NAME,)
     setup_datasets(cfg)
@@ -54,22 +51,17 @@ def synthetic_model_and_inputs(model_name: str, mode: str, data_dir: Path, weigh
         DetectionCheckpointer(model).load(weights)
     if mode == "train":
         return model, next(iter(build_resumable_train_loader(cfg)))
-    loader = build_detection_test_loader(cfg, VAL_NAME, mapper=DatasetMapper(cfg, False))
+    loader = build_detection_test_loader(cfg, VAL_NAME)
     return model.eval(), next(iter(loader))
 
 
 def coco_model_and_inputs(model_name: str, mode: str):
     """The COCO-scale timing model (random weights) and its random 800x1333 image."""
-    from coco_configs import coco_scale_cfg, zero_box_regressors
-    from detectron2.modeling import build_model
+    from coco_configs import coco_scale_model_and_input
 
     if mode != "infer":
         raise ValueError("--scale coco profiles inference only (random weights, no data)")
-    torch.manual_seed(0)
-    model = build_model(coco_scale_cfg(model_name, "cpu")).eval()
-    zero_box_regressors(model)
-    pixels = np.random.default_rng(0).integers(0, 256, (3, 800, 1333), dtype=np.uint8)
-    return model, [{"image": torch.as_tensor(pixels).float(), "height": 800, "width": 1333}]
+    return coco_scale_model_and_input(model_name, "cpu", 800, 1333)
 
 
 def main() -> None:

@@ -209,9 +209,9 @@ def _check_weights(weights: str, config_file: Path) -> None:
         raise UsageError(f"MODEL.WEIGHTS {weights}: no such file")
 
 
-def build_predictor(cfg: CfgNode, max_megapixels: float) -> RetinaMaskPredictor:
+def build_predictor(cfg: CfgNode) -> RetinaMaskPredictor:
     try:
-        return RetinaMaskPredictor(cfg, max_megapixels=max_megapixels)
+        return RetinaMaskPredictor(cfg)
     except Exception as e:  # a checkpoint that does not load is a setup problem, not a bug
         raise UsageError(f"cannot load the model from {cfg.MODEL.WEIGHTS}: {e}") from e
 
@@ -258,7 +258,7 @@ def run_images(args: argparse.Namespace, cfg: CfgNode) -> int:
         raise UsageError("no input images: " + "; ".join(report.failures))
     jobs, json_path = plan_image_outputs(paths, args)
     jobs = [job for job in jobs if _outputs_free(job, args.overwrite, report)]
-    predictor = build_predictor(cfg, args.max_megapixels) if jobs else None
+    predictor = build_predictor(cfg) if jobs else None
     results: list[dict] = []
     start = time.perf_counter()
     with tqdm(total=len(jobs), unit="image", disable=None) as progress:
@@ -309,8 +309,14 @@ def expand_inputs(patterns: list[str], report: Report) -> list[Path]:
                 f"note: {what}: ignored {others} file(s) without an image suffix", sys.stderr
             )
         paths += images
-    unique = {p.resolve(): p for p in reversed(paths)}  # first occurrence wins
-    return [p for p in paths if unique.get(p.resolve()) is p]
+    seen: set[Path] = set()
+    unique = []
+    for p in paths:  # first occurrence wins
+        resolved = p.resolve()
+        if resolved not in seen:
+            seen.add(resolved)
+            unique.append(p)
+    return unique
 
 
 def plan_image_outputs(
@@ -494,7 +500,7 @@ def run_stream(args: argparse.Namespace, cfg: CfgNode) -> int:
         capture.release()
         print(f"error: {source}: cannot be opened as a video", file=sys.stderr)
         return 1
-    predictor = build_predictor(cfg, None)
+    predictor = build_predictor(cfg)
     frames = _stream_frames(capture, predictor, args, output, source)
     print(f"{frames} frame(s) of {source} done" + (f"; video: {output}" if output else ""))
     return 0 if frames else 1

@@ -112,8 +112,15 @@ class RetinaMask(RetinaNet):
                     "RetinaMask needs 'instances' (with gt_masks) in every input when training."
                 )
             gt_instances = [x["instances"].to(self.device) for x in batched_inputs]
-            losses = self.forward_training(images, features, predictions, gt_instances)
-            detections = self.detect_mask_training_rois(images, features, predictions)
+            # RetinaNet.forward_training, inlined to share the transposed predictions and the
+            # anchors with detect_mask_training_rois.
+            pred_logits, pred_deltas = self._transpose_dense_predictions(
+                predictions, [self.num_classes, 4]
+            )
+            anchors = self.anchor_generator(features)
+            gt_labels, gt_boxes = self.label_anchors(anchors, gt_instances)
+            losses = self.losses(anchors, pred_logits, gt_labels, pred_deltas, gt_boxes)
+            detections = self.detect_mask_training_rois(images, anchors, pred_logits, pred_deltas)
             losses.update(self.mask_branch.losses(mask_features, detections, gt_instances))
             if self.vis_period > 0 and get_event_storage().iter % self.vis_period == 0:
                 self.visualize_training(batched_inputs, detections)
@@ -134,18 +141,20 @@ class RetinaMask(RetinaNet):
 
     @torch.no_grad()
     def detect_mask_training_rois(
-        self, images: ImageList, features: list[Tensor], predictions: list[list[Tensor]]
+        self,
+        images: ImageList,
+        anchors: list[Boxes],
+        pred_logits: list[Tensor],
+        pred_deltas: list[Tensor],
     ) -> list[Instances]:
         """The current model's top ``mask_train_topk`` post-NMS detections of each image.
 
-        RetinaNet's own test-time decoding and NMS, without gradient. Not ``forward_inference``:
-        its in-place ``sigmoid_`` could write into the logits that the training losses use
-        (when a level is 1x1, the transposed logits are a view of them).
+        ``anchors``, ``pred_logits`` and ``pred_deltas`` are those the training losses use
+        (``pred_*`` as ``_transpose_dense_predictions`` returns them, each level (N, Hi*Wi*A,
+        K or 4)). RetinaNet's own test-time decoding and NMS, without gradient. Not
+        ``forward_inference``: its in-place ``sigmoid_`` would write into these logits; the
+        out-of-place ``sigmoid`` here leaves them as the losses read them.
         """
-        pred_logits, pred_deltas = self._transpose_dense_predictions(
-            predictions, [self.num_classes, 4]
-        )
-        anchors = self.anchor_generator(features)
         detections = []
         for i, image_size in enumerate(images.image_sizes):
             scores = [x[i].sigmoid() for x in pred_logits]

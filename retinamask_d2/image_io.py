@@ -44,7 +44,7 @@ def read_image(
     8 bits, alpha is flattened onto white. Images over ``max_megapixels`` (None: no limit) are
     refused before their pixels are decoded.
     """
-    _check_format(format)
+    check_format(format)
     path = Path(path)
     try:
         with _pixel_limit(max_megapixels), Image.open(path) as image:
@@ -130,7 +130,8 @@ def _pil_to_rgb(image: Image.Image, path: Path) -> np.ndarray:
     return to_uint8_3channel(np.asarray(image.convert("RGBA" if has_alpha else "RGB")), str(path))
 
 
-def _check_format(format: str) -> None:
+def check_format(format: str) -> None:
+    """Raise ValueError unless ``format`` is "BGR" or "RGB"."""
     if format not in ("BGR", "RGB"):
         raise ValueError(f"format must be 'BGR' or 'RGB', got {format!r}")
 

@@ -22,7 +22,12 @@ from detectron2.structures import Instances
 
 from retinamask_d2.config import add_retinamask_config
 from retinamask_d2.data.config import add_dataset_config, register_datasets_from_config
-from retinamask_d2.image_io import DEFAULT_MAX_MEGAPIXELS, read_image, to_uint8_3channel
+from retinamask_d2.image_io import (
+    DEFAULT_MAX_MEGAPIXELS,
+    check_format,
+    read_image,
+    to_uint8_3channel,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -76,8 +81,7 @@ class RetinaMaskPredictor(DefaultPredictor):
     def predict_batch(self, images: Sequence[ImageLike], format: str = "BGR") -> list[Instances]:
         """Instances of each image, from one forward pass over all of them (pass a chunk at a
         time to bound memory). Raises ``image_io.ImageReadError`` naming the bad image."""
-        if format not in ("BGR", "RGB"):
-            raise ValueError(f"format must be 'BGR' or 'RGB', got {format!r}")
+        check_format(format)
         if isinstance(images, (np.ndarray, str, os.PathLike)):
             raise TypeError("predict_batch takes a list of images; use predict for one image")
         inputs = [self._model_input(image, format, i) for i, image in enumerate(images)]
@@ -89,14 +93,14 @@ class RetinaMaskPredictor(DefaultPredictor):
 
     def _model_input(self, image: ImageLike, format: str, position: int) -> dict:
         if isinstance(image, (str, os.PathLike)):
-            rgb = read_image(image, "RGB", self.max_megapixels)
+            model_image = read_image(image, self.input_format, self.max_megapixels)
         else:
-            array = to_uint8_3channel(image, f"image {position} of the batch")
-            rgb = array if format == "RGB" else array[:, :, ::-1]
-        model_image = rgb if self.input_format == "RGB" else rgb[:, :, ::-1]
+            model_image = to_uint8_3channel(image, f"image {position} of the batch")
+            if format != self.input_format:
+                model_image = model_image[:, :, ::-1]
         height, width = model_image.shape[:2]
-        resized = self.aug.get_transform(model_image).apply_image(np.ascontiguousarray(model_image))
-        tensor = torch.as_tensor(np.ascontiguousarray(resized.transpose(2, 0, 1)).astype("float32"))
+        resized = self.aug.get_transform(model_image).apply_image(model_image)
+        tensor = torch.as_tensor(np.ascontiguousarray(resized.transpose(2, 0, 1), dtype=np.float32))
         return {"image": tensor, "height": height, "width": width}
 
 

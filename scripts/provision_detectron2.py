@@ -34,6 +34,8 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PATCH_DIR = REPO_ROOT / "third_party" / "detectron2" / "patches"
 CACHE_DIR = REPO_ROOT / ".cache" / "detectron2"
+# Read by retinamask_d2/env.py, which names the same path (this script runs before the package
+# and detectron2 are importable, so it cannot import it from there).
 ROUTE_FILE = Path(sys.prefix) / "share" / "retinamask_d2" / "detectron2_route.json"
 
 OFFICIAL_REPO = "https://github.com/facebookresearch/detectron2.git"
@@ -161,7 +163,7 @@ def apply_patches(src: Path) -> list[str]:
     return names
 
 
-def route_sdist() -> dict:
+def route_sdist(digest: str) -> dict:
     if shutil.which("patch") is None:
         raise SystemExit("route c needs the `patch` program (Debian: apt-get install patch)")
     sdist = fetch_sdist()
@@ -176,7 +178,7 @@ def route_sdist() -> dict:
         "route": "c",
         "source": f"PyPI sdist {SDIST_FILE} (sha256 {SDIST_SHA256})",
         "patches": names,
-        "patches_sha256": patches_digest(),
+        "patches_sha256": digest,
     }
 
 
@@ -196,7 +198,8 @@ def main() -> None:
     args = parser.parse_args()
 
     previous = read_route()
-    stale = previous.get("route") == "c" and previous.get("patches_sha256") != patches_digest()
+    digest = patches_digest()
+    stale = previous.get("route") == "c" and previous.get("patches_sha256") != digest
     if stale:
         log("the installed detectron2 came from route c with other patches: reinstalling")
     if not (stale or args.force_sdist) and importable_detectron2():
@@ -208,7 +211,7 @@ def main() -> None:
         log(f"route {record['route']}: keeping the importable detectron2 at {location}")
     else:
         record = None if args.force_sdist else route_official(args.host_timeout)
-        record = record or route_sdist()
+        record = record or route_sdist(digest)
         if not importable_detectron2():
             raise SystemExit("detectron2 was installed but does not import; see the log above")
         log(f"route {record['route']}: installed detectron2 from {record['source']}")

@@ -119,7 +119,11 @@ def test_training_rois_are_the_current_top_detections():
         images = model.preprocess_image(batch)
         features = [model.backbone(images.tensor)[f] for f in model.head_in_features]
         predictions = model.head(features)
-        selected = model.detect_mask_training_rois(images, features, predictions)
+        pred_logits, pred_deltas = model._transpose_dense_predictions(
+            predictions, [model.num_classes, 4]
+        )
+        anchors = model.anchor_generator(features)
+        selected = model.detect_mask_training_rois(images, anchors, pred_logits, pred_deltas)
         # Independent of training mode: RetinaNet's own test-time path on the same outputs.
         reference = model.forward_inference(images, features, [list(p) for p in predictions])
     assert len(selected[0]) == 7
@@ -136,7 +140,12 @@ def test_training_when_no_detection_overlaps_a_gt():
     with torch.no_grad():
         images = model.preprocess_image(batch)
         features = [model.backbone(images.tensor)[f] for f in model.head_in_features]
-        dets = model.detect_mask_training_rois(images, features, model.head(features))
+        pred_logits, pred_deltas = model._transpose_dense_predictions(
+            model.head(features), [model.num_classes, 4]
+        )
+        dets = model.detect_mask_training_rois(
+            images, model.anchor_generator(features), pred_logits, pred_deltas
+        )
     assert len(dets[0]) == 0
     with EventStorage() as storage:
         losses = model(batch)

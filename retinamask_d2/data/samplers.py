@@ -25,9 +25,14 @@ import torch
 from torch.utils.data import Sampler
 
 
+def derive_seed(*words: int) -> int:
+    """A 32-bit seed mixed from ``words`` by numpy's ``SeedSequence``."""
+    return int(np.random.SeedSequence(list(words)).generate_state(1)[0])
+
+
 def sample_seed(seed: int, iteration: int, position: int) -> int:
     """The RNG seed of the sample at ``position`` of the global batch of ``iteration``."""
-    return int(np.random.SeedSequence([seed, iteration, position]).generate_state(1)[0])
+    return derive_seed(seed, iteration, position)
 
 
 class IterationBatchSampler(Sampler):

@@ -147,6 +147,7 @@ def render_image(rng: np.random.Generator, size: int) -> tuple[np.ndarray, list[
     categories: list[int] = []
     num_objects = int(rng.integers(2, 7))
     for _ in range(num_objects):
+        visible_masks = _visible(masks)  # masks only change when the tries loop breaks
         for _ in range(PLACEMENT_TRIES):
             category = int(rng.integers(0, len(CLASSES)))
             shape = shape_polygon(rng, CLASSES[category], size)
@@ -166,7 +167,7 @@ def render_image(rng: np.random.Generator, size: int) -> tuple[np.ndarray, list[
             # Painted last, the new shape is on top: every earlier shape must stay visible enough.
             if all(
                 _visible_enough(visible & ~mask, full)
-                for full, visible in zip(masks, _visible(masks))
+                for full, visible in zip(masks, visible_masks)
             ):
                 polygons.append(placed)
                 masks.append(mask)

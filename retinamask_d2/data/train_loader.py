@@ -100,6 +100,12 @@ class ResumableTrainLoader:
         )
 
 
+def run_seed(cfg: CfgNode) -> int:
+    """``cfg.SEED``, or a random seed shared by all processes when that is < 0; every process
+    must call this (the shared seed is agreed on collectively)."""
+    return cfg.SEED if cfg.SEED >= 0 else comm.shared_random_seed()
+
+
 def build_resumable_train_loader(
     cfg: CfgNode, mapper: Callable[[dict], dict | None] | None = None, seed: int | None = None
 ) -> ResumableTrainLoader:
@@ -118,7 +124,7 @@ def build_resumable_train_loader(
         proposal_files=cfg.DATASETS.PROPOSAL_FILES_TRAIN if cfg.MODEL.LOAD_PROPOSALS else None,
     )
     if seed is None:
-        seed = cfg.SEED if cfg.SEED >= 0 else comm.shared_random_seed()
+        seed = run_seed(cfg)
     if cfg.DATALOADER.ASPECT_RATIO_GROUPING:
         groups = [0 if d["width"] > d["height"] else 1 for d in dataset_dicts]
     else:

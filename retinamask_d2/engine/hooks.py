@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import contextlib
 
-import numpy as np
 import torch
 from detectron2.engine import HookBase
 from detectron2.utils import comm
 from detectron2.utils.env import seed_all_rng
 from torch.nn.parallel import DistributedDataParallel
 
+from retinamask_d2.data.samplers import derive_seed
 from retinamask_d2.data.train_loader import ResumableTrainLoader
 
 # Prefix of the float attributes of detectron2's dense detectors (RetinaNet's `loss_normalizer`,
@@ -67,7 +67,7 @@ class ReproducibleSteps(HookBase):
 
 def step_seed(seed: int, iteration: int, rank: int) -> int:
     """The RNG seed of a step of a rank; the extra word keeps it apart from the sample seeds."""
-    return int(np.random.SeedSequence([seed, iteration, STEP_KEY, rank]).generate_state(1)[0])
+    return derive_seed(seed, iteration, STEP_KEY, rank)
 
 
 def _modules(model: torch.nn.Module):

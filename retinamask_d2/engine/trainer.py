@@ -33,7 +33,11 @@ from detectron2.evaluation import COCOEvaluator
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
-from retinamask_d2.data.train_loader import ResumableTrainLoader, build_resumable_train_loader
+from retinamask_d2.data.train_loader import (
+    ResumableTrainLoader,
+    build_resumable_train_loader,
+    run_seed,
+)
 
 from .hooks import ReproducibleSteps
 
@@ -86,7 +90,7 @@ class Trainer(DefaultTrainer):
         if isinstance(loader, ResumableTrainLoader):
             seed = loader.batch_sampler.seed
         else:
-            seed = self.cfg.SEED if self.cfg.SEED >= 0 else comm.shared_random_seed()
+            seed = run_seed(self.cfg)
         return [ReproducibleSteps(seed), *super().build_hooks()]
 
     @classmethod
