@@ -6,7 +6,6 @@ from detectron2.layers import cat
 from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.modeling.matcher import Matcher
 from detectron2.modeling.meta_arch.retinanet import RetinaNet
-from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.structures import Boxes, ImageList, Instances
 from detectron2.utils.events import get_event_storage
 from torch import Tensor, nn
@@ -135,7 +134,7 @@ class RetinaMask(RetinaNet):
             height = input_per_image.get("height", image_size[0])
             width = input_per_image.get("width", image_size[1])
             processed_results.append(
-                {"instances": detector_postprocess(results_per_image, height, width)}
+                {"instances": self.mask_branch.postprocess(results_per_image, height, width)}
             )
         return processed_results
 

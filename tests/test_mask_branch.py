@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from detectron2.layers import ROIAlign, ShapeSpec
 from detectron2.modeling.matcher import Matcher
 from detectron2.modeling.poolers import ROIPooler
+from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.modeling.roi_heads.mask_head import mask_rcnn_loss
 from detectron2.structures import BitMasks, Boxes, Instances, PolygonMasks
 from detectron2.utils.events import EventStorage
@@ -230,6 +231,79 @@ def test_only_the_top_k_detections_get_masks(drop_unmasked):
     masked = result.pred_masks[:3]
     assert bool(((masked > 0) & (masked < 1)).all())  # probabilities from the head
     assert bool((result.pred_masks[3:] == 0).all())  # kept detections get empty masks
+
+
+def _copy(instances: Instances) -> Instances:
+    """A deep copy: detector_postprocess scales the boxes of its input in place."""
+    fields = {
+        k: Boxes(v.tensor.clone()) if isinstance(v, Boxes) else v.clone()
+        for k, v in instances.get_fields().items()
+    }
+    return Instances(instances.image_size, **fields)
+
+
+@pytest.mark.parametrize("topk", [3, 7, 10])
+def test_postprocess_equals_detectron2_postprocess(topk):
+    # The branch skips pasting the empty masks of the detections beyond the top k; its output
+    # must be what detectron2's detector_postprocess gives for the whole list: the same
+    # detections (empty boxes dropped), scaled boxes and pasted masks, in the same order.
+    cfg = get_tiny_cfg()
+    cfg.MODEL.RETINAMASK.TEST_TOPK_MASKS = topk
+    torch.manual_seed(0)
+    branch = _branch(cfg).eval()
+    boxes = [[4, 4, 30, 30], [70, 8, 90, 20], [10, 30, 60, 50], [2, 2, 12, 40]]
+    boxes += [[66, 66, 80, 80], [20, 20, 40, 28], [0, 0, 64, 64]]  # 1 and 4 leave the image
+    dets = _detections(boxes, image_size=(64, 64))
+    dets.pred_classes = torch.tensor([0, 1, 2, 0, 1, 2, 0])
+    (predicted,) = branch.predict(_features(branch), [dets])
+
+    result = branch.postprocess(_copy(predicted), 96, 80)
+    expected = detector_postprocess(_copy(predicted), 96, 80)
+
+    assert result.image_size == expected.image_size == (96, 80)
+    assert len(result) == len(expected) == 5
+    assert set(result.get_fields()) == set(expected.get_fields())
+    for name, value in expected.get_fields().items():
+        value = value.tensor if isinstance(value, Boxes) else value
+        got = result.get(name)
+        got = got.tensor if isinstance(got, Boxes) else got
+        assert got.dtype == value.dtype and torch.equal(got, value), name
+    masked = {3: 2, 7: 5, 10: 5}[topk]  # the top k, less its empty boxes
+    assert not result.pred_masks[masked:].any()
+
+
+def test_mask_head_runs_channels_last_on_cpu_with_the_same_results(monkeypatch):
+    # The layout is a speed-up only (see _fast_layout): masks, loss and gradients must be those
+    # of detectron2's default layout.
+    import retinamask_d2.modeling.mask_branch as mask_branch
+
+    branch = _branch()
+    layouts = []
+    branch.mask_head.register_forward_pre_hook(
+        lambda _, args: layouts.append(args[0].is_contiguous(memory_format=torch.channels_last))
+    )
+    features = _features(branch)
+    dets = _detections(DETECTIONS)
+
+    def run() -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        branch.zero_grad()
+        branch.train()
+        with EventStorage():
+            loss = branch.losses(features, [_detections(DETECTIONS)], [_gt("bitmask")])
+        loss["loss_mask"].backward()
+        grads = [p.grad.clone() for p in branch.mask_head.parameters()]
+        (masks,) = branch.eval().predict(features, [dets])
+        return loss["loss_mask"].detach(), masks.pred_masks, grads
+
+    fast = run()
+    assert layouts == [True, True]
+    monkeypatch.setattr(mask_branch, "_fast_layout", lambda pooled: pooled)
+    default = run()
+    assert layouts[2:] == [False, False]
+    torch.testing.assert_close(fast[0], default[0])
+    torch.testing.assert_close(fast[1], default[1])
+    for got, expected in zip(fast[2], default[2]):
+        torch.testing.assert_close(got, expected)
 
 
 def test_masks_are_predicted_for_the_boxes_clipped_to_the_image():
