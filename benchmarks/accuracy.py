@@ -43,6 +43,9 @@ from synthetic_configs import MODELS, SharedSpec
 
 TRAIN_NAME, VAL_NAME = "retinamask_benchmark_train", "retinamask_benchmark_val"
 QUICK_SPEC = SharedSpec(max_iter=4, warmup_iters=2, ims_per_batch=2, image_size=96)
+# One synthetic dataset for every seed: the seeds vary the models' initial weights and batches.
+DATA_SEED = 0
+SEEDS = (0, 1, 2)
 
 
 def register_synthetic(data_dir: Path) -> None:
@@ -183,11 +186,9 @@ def make_data(data_dir: Path, num_train: int, num_val: int, image_size: int, see
         generate(data_dir, counts, image_size, seed)
 
 
-def run(args: argparse.Namespace, spec: SharedSpec) -> dict:
-    """Drive the workers through training, evaluation and timing; the results JSON."""
-    start = time.perf_counter()
-    load_before = load_average()
-    make_data(args.data_dir, args.num_train, args.num_val, args.data_image_size, spec.seed)
+def train_one_seed(args: argparse.Namespace, spec: SharedSpec) -> dict[str, dict]:
+    """Train, evaluate and time every model from ``spec.seed``; per model its row of results
+    and, under "timed_s", its inference timings in seconds."""
     spec_args = ["--spec", json.dumps(spec.as_dict()), "--data-dir", str(args.data_dir)]
     spec_args += ["--work-dir", str(args.work_dir), "--threads", str(args.threads)]
     spec_args += ["--turn", str(args.turn), "--repeats", str(args.repeats)]
@@ -196,7 +197,7 @@ def run(args: argparse.Namespace, spec: SharedSpec) -> dict:
     workers = []
     try:
         for name in MODELS:
-            log = args.work_dir / "logs" / f"accuracy_{name}.log"
+            log = args.work_dir / "logs" / f"accuracy_{name}_seed{spec.seed}.log"
             workers.append(Worker(name, script, [*spec_args, "--model", name], log))
         for worker in workers:
             worker.ask("ready")
@@ -207,31 +208,79 @@ def run(args: argparse.Namespace, spec: SharedSpec) -> dict:
                 reply = worker.ask("train")
                 if reply["done"]:
                     active.remove(worker)
-            print(f"accuracy: trained to iteration {reply['iter']}", flush=True)
+            print(f"accuracy: seed {spec.seed}, trained to iteration {reply['iter']}", flush=True)
         train_wall = time.perf_counter() - train_start
         rows = {w.name: {"model": w.name, **w.ask("evaluate")} for w in workers}
         interleave(workers, "time", args.warmup)
         timed = interleave(workers, "time", args.timed_images)
         for worker in workers:
-            seconds = [reply["seconds"] for reply in timed[worker.name]]
-            rows[worker.name]["inference"] = summarize_ms(seconds)
+            rows[worker.name]["timed_s"] = [reply["seconds"] for reply in timed[worker.name]]
+            rows[worker.name]["train_wall_s"] = train_wall
             rows[worker.name].update(worker.finish())
     finally:
         for worker in workers:
             worker.kill()
+    return rows
+
+
+def combine_seeds(seeds: list[int], runs: list[dict[str, dict]]) -> list[dict]:
+    """One row per model: each COCO metric averaged over the seeds, the seeds' own APs kept
+    under "per_seed"; timings pooled over the seeds (median step, median image); peak memory
+    the largest."""
+    rows = []
+    for name in MODELS:
+        per_seed = [run[name] for run in runs]
+        row = {"model": name}
+        for task in ("box", "mask"):
+            metrics = per_seed[0][task].keys()
+            row[task] = {m: _mean([r[task][m] for r in per_seed]) for m in metrics}
+        row["per_seed"] = [
+            {
+                "seed": seed,
+                "box_ap": r["box"].get("AP"),
+                "mask_ap": r["mask"].get("AP"),
+                "train_s_per_iter": r["train_s_per_iter"],
+                "final_total_loss": r["final_total_loss"],
+            }
+            for seed, r in zip(seeds, per_seed)
+        ]
+        for key in ("train_s_per_iter", "data_s_per_iter", "final_total_loss"):
+            row[key] = median(r[key] for r in per_seed)
+        row["train_s_per_iter_min"] = min(r["train_s_per_iter_min"] for r in per_seed)
+        row["train_steps_timed"] = sum(r["train_steps_timed"] for r in per_seed)
+        row["inference"] = summarize_ms([s for r in per_seed for s in r["timed_s"]])
+        for key in per_seed[0]:
+            if key.startswith("peak_"):
+                row[key] = max(r[key] for r in per_seed)
+        rows.append(row)
+    return rows
+
+
+def _mean(values: list[float]) -> float:
+    """The mean; NaN (a COCO metric with no object of that size) when any value is NaN."""
+    return sum(values) / len(values)
+
+
+def run(args: argparse.Namespace, spec: SharedSpec) -> dict:
+    """Train, evaluate and time every model once per seed; the results JSON."""
+    start = time.perf_counter()
+    load_before = load_average()
+    make_data(args.data_dir, args.num_train, args.num_val, args.data_image_size, DATA_SEED)
+    runs = [train_one_seed(args, replace(spec, seed=seed)) for seed in args.seeds]
     return {
         "benchmark": "accuracy",
         "device": device_description(args.device),
         "device_kind": args.device.split(":")[0],
         "threads": args.threads,
         "quick": args.quick,
-        "spec": spec.as_dict(),
+        "spec": {**spec.as_dict(), "seed": None},
+        "seeds": args.seeds,
         "data": {
             "generator": "python -m retinamask_d2.data.synthetic",
             "train_images": args.num_train,
             "val_images": args.num_val,
             "image_size": args.data_image_size,
-            "seed": spec.seed,
+            "seed": DATA_SEED,
         },
         "turn_iters": args.turn,
         "timed_images": args.timed_images,
@@ -239,8 +288,8 @@ def run(args: argparse.Namespace, spec: SharedSpec) -> dict:
         "load_average_before": load_before,
         "load_average_after": load_average(),
         "environment": environment(),
-        "models": [rows[name] for name in MODELS],
-        "train_wall_s": train_wall,
+        "models": combine_seeds(args.seeds, runs),
+        "train_wall_s": sum(run[MODELS[0]]["train_wall_s"] for run in runs),
         "wall_s": time.perf_counter() - start,
     }
 
@@ -260,6 +309,9 @@ def main() -> None:
     )
     parser.add_argument("--warmup", type=int, default=2, help="untimed images per model")
     parser.add_argument("--turn", type=int, default=10, help="iterations per turn of a model")
+    parser.add_argument(
+        "--seeds", type=int, nargs="+", default=SEEDS, help="one training of every model per seed"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "accuracy.json")
     parser.add_argument("--work-dir", type=Path, default=Path("output/benchmarks"))
     parser.add_argument("--quick", action="store_true", help="a few iterations: seconds")
@@ -271,7 +323,7 @@ def main() -> None:
     if args.serve:
         replies = claim_stdout()
         spec = SharedSpec(**json.loads(args.spec))
-        output_dir = args.work_dir / "accuracy"
+        output_dir = args.work_dir / "accuracy" / f"seed{spec.seed}"
         serve_model(
             args.model,
             spec,
@@ -289,6 +341,7 @@ def main() -> None:
         spec = QUICK_SPEC
         args.num_train, args.num_val, args.data_image_size = 8, 4, spec.image_size
         args.timed_images, args.warmup, args.turn, args.repeats = 2, 0, 2, 1
+        args.seeds = [0, 1]  # two, so that the seeds are combined
         args.data_dir = args.work_dir / "synthetic_quick"
     if args.max_iter is not None:
         spec = replace(spec, max_iter=args.max_iter)

@@ -1,8 +1,8 @@
 """COCO-scale models (R50-FPN, 80 classes, 800x1333 input) with random weights, for timing.
 
 RetinaNet and Mask R-CNN are detectron2's own model-zoo configs, RetinaMask is its shipped base
-config; all three keep their R50-FPN and test settings (score threshold 0.05, 100 detections)
-as published.
+config (``retinamask_R50_FPN_P2.yaml`` for masks from P2-P5); all keep their R50-FPN and test
+settings (score threshold 0.05, 100 detections) as published.
 """
 
 import numpy as np
@@ -13,7 +13,11 @@ from detectron2.config import CfgNode, get_cfg
 import retinamask_d2
 from retinamask_d2.model_zoo import get_config_file
 
-MODELS = ("retinamask", "retinanet", "mask_rcnn")
+MODELS = ("retinamask", "retinanet", "mask_rcnn", "retinamask_p2")
+SHIPPED_CONFIGS = {
+    "retinamask": "Base-RetinaMask.yaml",
+    "retinamask_p2": "retinamask_R50_FPN_P2.yaml",
+}
 ZOO_CONFIGS = {
     "retinanet": "COCO-Detection/retinanet_R_50_FPN_1x.yaml",
     "mask_rcnn": "COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.yaml",
@@ -28,9 +32,9 @@ def coco_scale_cfg(model: str, device: str, test_topk_masks: int | None = None) 
     if model not in MODELS:
         raise ValueError(f"unknown model {model!r}; choose from {MODELS}")
     cfg = get_cfg()
-    if model == "retinamask":
+    if model in SHIPPED_CONFIGS:
         retinamask_d2.add_retinamask_config(cfg)
-        cfg.merge_from_file(get_config_file("Base-RetinaMask.yaml"))
+        cfg.merge_from_file(get_config_file(SHIPPED_CONFIGS[model]))
         if test_topk_masks is not None:
             cfg.MODEL.RETINAMASK.TEST_TOPK_MASKS = test_topk_masks
     else:

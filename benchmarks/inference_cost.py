@@ -1,7 +1,8 @@
 """Inference cost of the mask branch at COCO scale: R50-FPN, 800x1333 input, random weights.
 
 Times RetinaMask, detectron2's RetinaNet and detectron2's Mask R-CNN on the same image with the
-same thread count, and RetinaMask for each number of masked detections
+same thread count (and RetinaMask with masks from P2-P5, what that option costs), and RetinaMask
+for each number of masked detections
 (``MODEL.RETINAMASK.TEST_TOPK_MASKS``); the number of masks actually computed is counted at the
 mask head. Each variant runs in its own process; their timed calls take turns. The number
 reported is the fastest call (as ``timeit`` does): on a shared machine, other processes only ever
@@ -102,7 +103,7 @@ def main() -> None:
     common = ["--device", args.device, "--threads", str(args.threads)]
     common += ["--size", *map(str, args.size)]
     # RetinaMask's default (TEST_TOPK_MASKS 50) is also a point of the sweep.
-    variants = {"retinanet": [], "mask_rcnn": []}
+    variants = {"retinanet": [], "mask_rcnn": [], "retinamask_p2": []}
     for k in sorted(set(args.mask_counts) | {DEFAULT_MASKS}):
         variants[f"retinamask@{k}"] = ["--topk-masks", str(k)]
     script = Path(__file__).resolve()
@@ -130,6 +131,7 @@ def main() -> None:
         {**default, "model": "retinamask", "topk_masks": DEFAULT_MASKS},
         {**rows["retinanet"], "model": "retinanet", "topk_masks": None},
         {**rows["mask_rcnn"], "model": "mask_rcnn", "topk_masks": None},
+        {**rows["retinamask_p2"], "model": "retinamask_p2", "topk_masks": DEFAULT_MASKS},
     ]
     sweep = [
         {**rows[f"retinamask@{k}"], "model": "retinamask", "topk_masks": k}

@@ -23,12 +23,14 @@ NAMES = {
     "retinanet": "RetinaNet (d2)",
     "mask_rcnn": "Mask R-CNN (d2)",
     "retinamask_no_mask_loss": "RetinaMask, mask loss off",
+    "retinamask_p2": "RetinaMask, masks from P2–P5",
 }
 COLORS = {
     "retinamask": "tab:red",
     "retinanet": "tab:blue",
     "mask_rcnn": "tab:green",
     "retinamask_no_mask_loss": "tab:orange",
+    "retinamask_p2": "tab:purple",
 }
 # The targets of issue 6, each a ratio or difference measured within one run.
 BOX_AP_GAIN = 1.0  # RetinaMask box AP >= RetinaNet box AP + 1
@@ -55,6 +57,29 @@ def _ap(row: dict, task: str) -> float | None:
     return None if value is None or math.isnan(value) else value
 
 
+def _seed_aps(row: dict, task: str) -> list[float]:
+    """The AP of each seed's training (none for a results file of one run)."""
+    key = f"{task}_ap"
+    return [r[key] for r in row.get("per_seed", []) if r.get(key) is not None]
+
+
+def _ap_cell(row: dict, task: str) -> str:
+    """Mean AP over the seeds, the lowest and highest seed in brackets."""
+    mean, aps = _ap(row, task), _seed_aps(row, task)
+    if mean is None or len(aps) < 2:
+        return _fmt(mean)
+    return f"{mean:.1f} ({min(aps):.1f}–{max(aps):.1f})"
+
+
+def _difference(a: dict, b: dict, task: str) -> str:
+    """``a``'s mean AP minus ``b``'s, and the difference within each seed's run."""
+    diff = _ap(a, task) - _ap(b, task)
+    per_seed = [x - y for x, y in zip(_seed_aps(a, task), _seed_aps(b, task))]
+    if len(per_seed) < 2:
+        return f"{diff:+.1f}"
+    return f"{diff:+.1f}; per seed {', '.join(f'{d:+.1f}' for d in per_seed)}"
+
+
 def _verdict(ok: bool | None) -> str:
     return "–" if ok is None else ("met" if ok else "**not met**")
 
@@ -67,21 +92,21 @@ def targets(accuracy: dict | None, costs: list[dict]) -> list[tuple[str, str, st
         rm_box, rn_box = _ap(by["retinamask"], "box"), _ap(by["retinanet"], "box")
         rm_mask, mr_mask = _ap(by["retinamask"], "mask"), _ap(by["mask_rcnn"], "mask")
         if rm_box is not None and rn_box is not None:
-            gain = rm_box - rn_box
             rows.append(
                 (
                     f"box AP ≥ RetinaNet + {BOX_AP_GAIN:g} (synthetic)",
-                    f"{rm_box:.1f} vs {rn_box:.1f} ({gain:+.1f})",
-                    _verdict(gain >= BOX_AP_GAIN),
+                    f"{rm_box:.1f} vs {rn_box:.1f} "
+                    f"({_difference(by['retinamask'], by['retinanet'], 'box')})",
+                    _verdict(rm_box - rn_box >= BOX_AP_GAIN),
                 )
             )
         if rm_mask is not None and mr_mask is not None:
-            diff = rm_mask - mr_mask
             rows.append(
                 (
                     f"mask AP ≥ Mask R-CNN − {MASK_AP_LOSS:g} (synthetic)",
-                    f"{rm_mask:.1f} vs {mr_mask:.1f} ({diff:+.1f})",
-                    _verdict(diff >= -MASK_AP_LOSS),
+                    f"{rm_mask:.1f} vs {mr_mask:.1f} "
+                    f"({_difference(by['retinamask'], by['mask_rcnn'], 'mask')})",
+                    _verdict(rm_mask - mr_mask >= -MASK_AP_LOSS),
                 )
             )
         device = accuracy.get("device_kind", "cpu").upper()
@@ -124,16 +149,20 @@ def markdown(accuracy: dict | None, costs: list[dict]) -> str:
     lines = ["## Benchmarks", ""]
     if accuracy is not None:
         spec, data = accuracy["spec"], accuracy["data"]
+        seeds = accuracy.get("seeds", [spec.get("seed")])
         lines += [
             "### Accuracy, speed and memory on the synthetic shapes",
             "",
             f"Trained from scratch, side by side in one run: ResNet-{spec['depth']}-GN, "
             f"{spec['fpn_channels']}-channel FPN, {spec['image_size']}² input, "
             f"{spec['max_iter']} iterations of batch {spec['ims_per_batch']} "
-            f"(lr {spec['base_lr']:g}), seed {spec['seed']}; {data['train_images']} training and "
-            f"{data['val_images']} validation images. Device: {accuracy['device']}. Inference: "
-            f"one image per call, the fastest of {accuracy.get('repeats_per_image', 1)} calls, "
-            f"median over {accuracy['timed_images']} validation images. Training: median step. "
+            f"(lr {spec['base_lr']:g}); {data['train_images']} training and "
+            f"{data['val_images']} validation images. Every model is trained once per seed "
+            f"({', '.join(map(str, seeds))}: initial weights and batch order); AP is the mean "
+            "over the seeds, the lowest and highest seed in brackets. "
+            f"Device: {accuracy['device']}. Inference: one image per call, the fastest of "
+            f"{accuracy.get('repeats_per_image', 1)} calls, median over "
+            f"{accuracy['timed_images']} validation images per seed. Training: median step. "
             f"Wall time {accuracy['wall_s'] / 60:.0f} min.",
             "",
             "| model | box AP | mask AP | train s/iter | inference ms/image | peak RSS (MB) |",
@@ -141,22 +170,13 @@ def markdown(accuracy: dict | None, costs: list[dict]) -> str:
         ]
         for row in accuracy["models"]:
             lines.append(
-                f"| {NAMES[row['model']]} | {_fmt(_ap(row, 'box'))} | {_fmt(_ap(row, 'mask'))} "
+                f"| {NAMES[row['model']]} | {_ap_cell(row, 'box')} | {_ap_cell(row, 'mask')} "
                 f"| {row['train_s_per_iter']:.2f} | {row['inference']['median_ms']:.0f} "
                 f"| {row['peak_rss_mb']:.0f} |"
             )
         lines.append("")
         by = {row["model"]: row for row in accuracy["models"]}
-        with_loss, without = _ap(by["retinamask"], "box"), None
-        if "retinamask_no_mask_loss" in by:
-            without = _ap(by["retinamask_no_mask_loss"], "box")
-        if with_loss is not None and without is not None:
-            lines += [
-                f"What the mask loss adds to detection, all else equal: box AP {with_loss:.1f} "
-                f"with it, {without:.1f} without ({with_loss - without:+.1f}; "
-                "`MODEL.RETINAMASK.MASK_LOSS_WEIGHT` 0).",
-                "",
-            ]
+        lines += _ablation_lines(by)
     if costs:
         lines += [
             "### Inference cost of the mask branch at COCO scale",
@@ -202,6 +222,30 @@ def markdown(accuracy: dict | None, costs: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _ablation_lines(by: dict[str, dict]) -> list[str]:
+    """What the mask loss does to box AP, and what pooling masks from P2 does to mask AP."""
+    lines = []
+    base = by["retinamask"]
+    off = by.get("retinamask_no_mask_loss")
+    if off is not None and _ap(base, "box") is not None and _ap(off, "box") is not None:
+        lines += [
+            f"What the mask loss adds to detection, all else equal: box AP {_ap(base, 'box'):.1f} "
+            f"with it, {_ap(off, 'box'):.1f} without ({_difference(base, off, 'box')}; "
+            "`MODEL.RETINAMASK.MASK_LOSS_WEIGHT` 0).",
+            "",
+        ]
+    p2 = by.get("retinamask_p2")
+    if p2 is not None and _ap(base, "mask") is not None and _ap(p2, "mask") is not None:
+        lines += [
+            f"Masks pooled from P2–P5 (`configs/retinamask_R50_FPN_P2.yaml`) instead of the "
+            f"paper's P3–P5: mask AP {_ap(p2, 'mask'):.1f} against {_ap(base, 'mask'):.1f} "
+            f"({_difference(p2, base, 'mask')}), box AP {_ap(p2, 'box'):.1f} against "
+            f"{_ap(base, 'box'):.1f} ({_difference(p2, base, 'box')}).",
+            "",
+        ]
+    return lines
+
+
 def _memory(row: dict) -> str:
     if "peak_gpu_mb" in row:
         return f"{row['peak_gpu_mb']:.0f} GPU, {row['peak_rss_mb']:.0f} RSS"
@@ -222,14 +266,17 @@ def plot_accuracy(accuracy: dict, path: Path) -> None:
         ("training s/iter", [r["train_s_per_iter"] for r in rows]),
         ("inference ms/image", [r["inference"]["median_ms"] for r in rows]),
     ]
-    fig, axes = plt.subplots(2, 2, figsize=(10, 7))
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
     for ax, (title, values) in zip(axes.flat, panels):
         for i, (row, value) in enumerate(zip(rows, values)):
             if value is None:
                 ax.text(i, 0, "n/a", ha="center", va="bottom", fontsize=9)
                 continue
             ax.bar(i, value, color=COLORS[row["model"]])
-            ax.text(i, value, _bar_label(value), ha="center", va="bottom", fontsize=9)
+            aps = _seed_aps(row, title.split()[0]) if title.endswith("AP") else []
+            if len(aps) > 1:  # the lowest to the highest seed
+                ax.errorbar(i, value, [[value - min(aps)], [max(aps) - value]], color="black")
+            ax.text(i + 0.1, value, _bar_label(value), ha="left", va="bottom", fontsize=9)
         labels = [NAMES[r["model"]].replace(" (", "\n(").replace(", ", ",\n") for r in rows]
         ax.set_xticks(range(len(rows)), labels, fontsize=8)
         ax.set_title(title, fontsize=10)

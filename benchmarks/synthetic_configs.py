@@ -24,7 +24,7 @@ BASE_CONFIGS = {
     "retinanet": "Base-RetinaNet.yaml",
     "mask_rcnn": "Base-RCNN-FPN.yaml",
 }
-MODELS = ("retinamask", "retinanet", "mask_rcnn", "retinamask_no_mask_loss")
+MODELS = ("retinamask", "retinanet", "mask_rcnn", "retinamask_no_mask_loss", "retinamask_p2")
 # RetinaNet's octave scales 2^0, 2^(1/3), 2^(2/3) of each level's anchor size.
 OCTAVE_SCALES = (1.0, 2 ** (1 / 3), 2 ** (2 / 3))
 
@@ -59,10 +59,15 @@ def synthetic_cfg(
     "retinamask_no_mask_loss" is the ablation of the paper's claim: RetinaMask with
     ``MASK_LOSS_WEIGHT`` 0, so that the mask branch runs but teaches the backbone nothing; its
     box AP against RetinaMask's is what the mask loss adds, everything else being equal.
+    "retinamask_p2" is ``retinamask_R50_FPN_P2.yaml``'s change: masks pooled from P2-P5, as
+    Mask R-CNN pools them, instead of the paper's P3-P5.
     """
     cfg = get_cfg()
     retinamask_d2.add_retinamask_config(cfg)  # unused keys for the other models
-    if model in ("retinamask", "retinamask_no_mask_loss"):
+    if model == "retinamask_p2":
+        # The shipped config; apply_shared replaces its R-50 depth and ImageNet weights.
+        cfg.merge_from_file(get_config_file("retinamask_R50_FPN_P2.yaml"))
+    elif model in ("retinamask", "retinamask_no_mask_loss"):
         cfg.merge_from_file(get_config_file("Base-RetinaMask.yaml"))
         if model == "retinamask_no_mask_loss":
             cfg.MODEL.RETINAMASK.MASK_LOSS_WEIGHT = 0.0

@@ -44,6 +44,64 @@ def test_targets_compare_within_one_run():
     }
 
 
+def test_seeds_are_combined_into_one_row_per_model():
+    import accuracy
+
+    def seed_run(box_ap: float, steps: list[float], timed: list[float], rss: float) -> dict:
+        row = {
+            "box": {"AP": box_ap, "APs": float("nan")},
+            "mask": {},
+            "train_s_per_iter": steps[0],
+            "train_s_per_iter_min": min(steps),
+            "train_steps_timed": len(steps),
+            "data_s_per_iter": 0.01,
+            "final_total_loss": box_ap / 100,
+            "timed_s": timed,
+            "peak_rss_mb": rss,
+        }
+        return {name: row for name in accuracy.MODELS}
+
+    runs = [seed_run(20.0, [0.3, 0.2], [0.05, 0.07], 900.0), seed_run(26.0, [0.5], [0.01], 800.0)]
+    row = accuracy.combine_seeds([0, 7], runs)[0]
+    assert row["box"]["AP"] == 23.0
+    assert row["box"]["APs"] != row["box"]["APs"]  # NaN stays NaN: no object of that size
+    assert [(r["seed"], r["box_ap"]) for r in row["per_seed"]] == [(0, 20.0), (7, 26.0)]
+    assert row["train_s_per_iter"] == 0.4 and row["train_s_per_iter_min"] == 0.2
+    assert row["train_steps_timed"] == 3
+    assert row["inference"]["median_ms"] == pytest.approx(50.0) and row["inference"]["n"] == 3
+    assert row["peak_rss_mb"] == 900.0
+
+
+def test_seed_spread_and_per_seed_differences_are_reported():
+    def row(model: str, box: list[float], mask: list[float] | None) -> dict:
+        per_seed = [
+            {"seed": i, "box_ap": b, "mask_ap": None if mask is None else mask[i]}
+            for i, b in enumerate(box)
+        ]
+        mean_mask = None if mask is None else sum(mask) / len(mask)
+        return {
+            **_row(model, sum(box) / len(box), mean_mask, 0.5, 100.0),
+            "per_seed": per_seed,
+        }
+
+    accuracy = {
+        "models": [
+            row("retinamask", [30.0, 33.0, 27.0], [20.0, 22.0, 21.0]),
+            row("retinanet", [29.0, 30.0, 28.0], None),
+            row("mask_rcnn", [29.0, 29.0, 29.0], [21.0, 21.0, 24.0]),
+        ]
+    }
+    assert report._ap_cell(accuracy["models"][0], "box") == "30.0 (27.0–33.0)"
+    assert report._ap_cell(accuracy["models"][1], "mask") == "–"
+    measured = {target: m for target, m, _ in report.targets(accuracy, [])}
+    assert measured["box AP ≥ RetinaNet + 1 (synthetic)"] == (
+        "30.0 vs 29.0 (+1.0; per seed +1.0, +3.0, -1.0)"
+    )
+    assert measured["mask AP ≥ Mask R-CNN − 1 (synthetic)"] == (
+        "21.0 vs 22.0 (-1.0; per seed -1.0, +1.0, -3.0)"
+    )
+
+
 @pytest.mark.slow
 def test_quick_run_writes_results_table_and_plots(tmp_path):
     results, work = tmp_path / "results", tmp_path / "work"
@@ -54,16 +112,25 @@ def test_quick_run_writes_results_table_and_plots(tmp_path):
 
     accuracy = json.loads((results / "accuracy.json").read_text())
     rows = {row["model"]: row for row in accuracy["models"]}
-    assert list(rows) == ["retinamask", "retinanet", "mask_rcnn", "retinamask_no_mask_loss"]
+    assert list(rows) == [
+        "retinamask",
+        "retinanet",
+        "mask_rcnn",
+        "retinamask_no_mask_loss",
+        "retinamask_p2",
+    ]
     assert accuracy["spec"]["max_iter"] == 4 and accuracy["threads"] == 1
+    assert accuracy["seeds"] == [0, 1]
     for name, row in rows.items():
         assert set(row["box"]) >= {"AP", "AP50"}, name
-        assert row["train_steps_timed"] >= 1 and row["train_s_per_iter"] > 0
-        assert row["inference"]["n"] == 2
+        assert [r["seed"] for r in row["per_seed"]] == [0, 1]  # one training per seed
+        assert row["train_steps_timed"] >= 2 and row["train_s_per_iter"] > 0
+        assert row["inference"]["n"] == 4  # 2 images per seed
         assert row["peak_rss_mb"] > 100
     # A box-only model, and the ablation whose mask head learns nothing, are not scored on masks.
     assert rows["retinanet"]["mask"] == {} and rows["retinamask_no_mask_loss"]["mask"] == {}
-    assert "AP" in rows["retinamask"]["mask"] and "AP" in rows["mask_rcnn"]["mask"]
+    for name in ("retinamask", "mask_rcnn", "retinamask_p2"):
+        assert "AP" in rows[name]["mask"], name
 
     cost = json.loads((results / "inference_cost_cpu.json").read_text())
     assert cost["device_kind"] == "cpu" and cost["image_size"] == [160, 224]
@@ -74,11 +141,13 @@ def test_quick_run_writes_results_table_and_plots(tmp_path):
         "retinamask": 100,
         "retinanet": 100,
         "mask_rcnn": 100,
+        "retinamask_p2": 100,
     }
     assert {m: row["masked"] for m, row in models.items()} == {
         "retinamask": 50,
         "retinanet": 0,
         "mask_rcnn": 100,
+        "retinamask_p2": 50,
     }
     assert [(r["topk_masks"], r["masked"]) for r in cost["mask_count_sweep"]] == [(0, 0), (50, 50)]
 

@@ -6,6 +6,7 @@ import pytest
 import torch
 from detectron2.config import get_cfg
 from detectron2.modeling import build_model
+from detectron2.structures import Boxes
 
 from retinamask_d2 import RetinaMask, add_retinamask_config
 from tests.common import CONFIGS_DIR
@@ -28,6 +29,7 @@ def test_the_expected_configs_exist():
     assert {
         "Base-RetinaMask.yaml",
         "retinamask_R50_FPN.yaml",
+        "retinamask_R50_FPN_P2.yaml",
         "paper/retinamask_R50_FPN_2x_ms.yaml",
         "paper/retinamask_R101_FPN_2x_ms.yaml",
         "paper/retinamask_R101_FPN_GN_2x_ms.yaml",
@@ -72,3 +74,18 @@ def test_paper_configs_switch_the_whole_recipe_on(path):
     gn = "GN" in path.name
     assert (cfg.MODEL.FPN.NORM == "GN") == gn and (cfg.MODEL.RETINANET.NORM == "GN") == gn
     assert cfg.MODEL.WEIGHTS.startswith("detectron2://ImageNetPretrained/")
+
+
+def test_p2_config_pools_small_boxes_from_p2_and_keeps_the_box_branch():
+    cfg = _load(CONFIGS_DIR / "retinamask_R50_FPN_P2.yaml")
+    cfg.MODEL.DEVICE = "cpu"
+    model = build_model(cfg)
+    assert model.head_in_features == ["p3", "p4", "p5", "p6", "p7"]
+    assert model.mask_branch.in_features == ["p2", "p3", "p4", "p5"]
+    # Level k = floor(4 + log2(sqrt(area) / 224)) clamped to [2, 5]: a 32-pixel box goes to P2
+    # (it went to P3, the finest, without P2), a 224-pixel box to P4. Maps filled with their
+    # level number show where each box was pooled from.
+    features = [torch.full((1, 256, 512 // 2**k, 512 // 2**k), float(k)) for k in (2, 3, 4, 5)]
+    boxes = Boxes(torch.tensor([[100.0, 100.0, 132.0, 132.0], [100.0, 100.0, 324.0, 324.0]]))
+    pooled = model.mask_branch.pooler(features, [boxes])
+    assert pooled[:, 0, 7, 7].tolist() == [2.0, 4.0]
