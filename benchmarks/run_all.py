@@ -1,6 +1,6 @@
 """Run every benchmark, then write the README section and the plots (``make bench``).
 
-    python benchmarks/run_all.py                  # ~40 min on a 2-core CPU
+    python benchmarks/run_all.py --threads 2      # ~1 hour on a 2-core CPU
     python benchmarks/run_all.py --device cuda    # COCO-scale timings on the GPU as well
     python benchmarks/run_all.py --quick          # seconds; results in benchmarks/results/tmp
 
@@ -35,6 +35,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="check the harness in seconds")
     parser.add_argument("--results-dir", type=Path, help="default benchmarks/results (/tmp)")
     parser.add_argument("--work-dir", type=Path, default=Path("output/benchmarks"))
+    parser.add_argument("--seeds", type=int, nargs="+", help="accuracy seeds (default 0 1 2)")
     parser.add_argument("--skip-accuracy", action="store_true")
     parser.add_argument("--skip-inference", action="store_true")
     args = parser.parse_args()
@@ -44,7 +45,8 @@ def main() -> None:
 
     start = time.perf_counter()
     if not args.skip_accuracy:
-        run_script("accuracy.py", [*common, "--out", str(results / "accuracy.json")])
+        seeds = ["--seeds", *map(str, args.seeds)] if args.seeds else []
+        run_script("accuracy.py", [*common, *seeds, "--out", str(results / "accuracy.json")])
     if not args.skip_inference:
         devices = ["cpu"] if args.device == "cpu" else ["cpu", args.device]
         for device in devices:
