@@ -3,7 +3,7 @@
     python benchmarks/profile_model.py --model retinamask --mode train          # synthetic spec
     python benchmarks/profile_model.py --model retinamask --mode infer --scale coco
     python benchmarks/profile_model.py --model retinamask --weights \
-        output/benchmarks/accuracy/retinamask/model_final.pth      # after accuracy.py
+        output/benchmarks/accuracy/seed0/retinamask/model_final.pth  # after accuracy.py
 
 Profiles ``--steps`` training steps (forward + backward + SGD) on batches of the synthetic
 training set, or inference calls on one image (a synthetic validation image, or the random
@@ -110,7 +110,8 @@ def main() -> None:
             step()
         python_profile.disable()
 
-    title = f"{args.model}, {args.mode}, {args.scale} scale, {args.steps} steps"
+    title = f"{args.model}, {args.mode}, {args.scale} scale, {args.steps} steps, "
+    title += f"{args.threads} thread(s), weights: {args.weights or 'random'}"
     operators = torch_profile.key_averages().table(
         sort_by="self_cpu_time_total", row_limit=args.top
     )
