@@ -18,7 +18,6 @@ from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.common import MapDataset
 from detectron2.data.datasets import register_coco_instances
-from detectron2.engine import launch
 from detectron2.evaluation import COCOEvaluator
 from detectron2.modeling import build_model
 from detectron2.structures import BitMasks, Boxes, BoxMode, Instances, PolygonMasks
@@ -26,6 +25,7 @@ from detectron2.utils import comm
 from detectron2.utils.events import EventStorage
 
 from retinamask_d2.env import has_c_extension
+from tests.common import launch_retrying_exit_aborts
 
 
 @pytest.mark.parametrize(
@@ -207,7 +207,7 @@ def _all_reduce_worker(out_dir):
 
 
 def test_launch_two_cpu_processes_all_reduce(tmp_path):
-    launch(
+    launch_retrying_exit_aborts(
         _all_reduce_worker,
         2,
         num_machines=1,

@@ -1,14 +1,12 @@
 """Several CPU processes (GLOO) with detectron2's ``launch``: the ranks keep identical weights, and
 2 processes train exactly what 1 process with the same total batch trains."""
 
-import socket
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 from detectron2.config import CfgNode, get_cfg
-from detectron2.engine import launch
 from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.utils import comm
 from detectron2.utils.env import seed_all_rng
@@ -18,6 +16,7 @@ from torch.nn.parallel import DistributedDataParallel
 from retinamask_d2.data.config import add_dataset_config, setup_datasets
 from retinamask_d2.data.synthetic import generate
 from retinamask_d2.engine import Trainer
+from tests.common import launch_retrying_exit_aborts
 
 
 @META_ARCH_REGISTRY.register()
@@ -97,15 +96,10 @@ def _train_and_save_one_thread(cfg: CfgNode, out_dir: str) -> None:
     torch.save(model.state_dict(), Path(out_dir) / name)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _launch(cfg: CfgNode, out_dir: Path, processes: int) -> None:
-    url = f"tcp://127.0.0.1:{_free_port()}"
-    launch(_train_and_save, processes, dist_url=url, args=(cfg, str(out_dir)))
+    launch_retrying_exit_aborts(
+        _train_and_save, processes, dist_url="auto", args=(cfg, str(out_dir))
+    )
 
 
 def test_two_processes_equal_one_process_with_the_same_total_batch(data, tmp_path):
