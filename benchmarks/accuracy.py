@@ -20,7 +20,7 @@ import threading
 import time
 from dataclasses import replace
 from pathlib import Path
-from statistics import median
+from statistics import fmean, median
 from typing import TextIO
 
 import torch
@@ -186,9 +186,9 @@ def make_data(data_dir: Path, num_train: int, num_val: int, image_size: int, see
         generate(data_dir, counts, image_size, seed)
 
 
-def train_one_seed(args: argparse.Namespace, spec: SharedSpec) -> dict[str, dict]:
-    """Train, evaluate and time every model from ``spec.seed``; per model its row of results
-    and, under "timed_s", its inference timings in seconds."""
+def train_one_seed(args: argparse.Namespace, spec: SharedSpec) -> tuple[dict[str, dict], float]:
+    """Train, evaluate and time every model from ``spec.seed``: per model its row of results
+    (under "timed_s" its inference timings in seconds), and the training's wall time."""
     spec_args = ["--spec", json.dumps(spec.as_dict()), "--data-dir", str(args.data_dir)]
     spec_args += ["--work-dir", str(args.work_dir), "--threads", str(args.threads)]
     spec_args += ["--turn", str(args.turn), "--repeats", str(args.repeats)]
@@ -215,12 +215,11 @@ def train_one_seed(args: argparse.Namespace, spec: SharedSpec) -> dict[str, dict
         timed = interleave(workers, "time", args.timed_images)
         for worker in workers:
             rows[worker.name]["timed_s"] = [reply["seconds"] for reply in timed[worker.name]]
-            rows[worker.name]["train_wall_s"] = train_wall
             rows[worker.name].update(worker.finish())
     finally:
         for worker in workers:
             worker.kill()
-    return rows
+    return rows, train_wall
 
 
 def combine_seeds(seeds: list[int], runs: list[dict[str, dict]]) -> list[dict]:
@@ -233,7 +232,8 @@ def combine_seeds(seeds: list[int], runs: list[dict[str, dict]]) -> list[dict]:
         row = {"model": name}
         for task in ("box", "mask"):
             metrics = per_seed[0][task].keys()
-            row[task] = {m: _mean([r[task][m] for r in per_seed]) for m in metrics}
+            # fmean keeps a NaN (a COCO metric with no object of that size) as NaN.
+            row[task] = {m: fmean(r[task][m] for r in per_seed) for m in metrics}
         row["per_seed"] = [
             {
                 "seed": seed,
@@ -256,17 +256,12 @@ def combine_seeds(seeds: list[int], runs: list[dict[str, dict]]) -> list[dict]:
     return rows
 
 
-def _mean(values: list[float]) -> float:
-    """The mean; NaN (a COCO metric with no object of that size) when any value is NaN."""
-    return sum(values) / len(values)
-
-
 def run(args: argparse.Namespace, spec: SharedSpec) -> dict:
     """Train, evaluate and time every model once per seed; the results JSON."""
     start = time.perf_counter()
     load_before = load_average()
     make_data(args.data_dir, args.num_train, args.num_val, args.data_image_size, DATA_SEED)
-    runs = [train_one_seed(args, replace(spec, seed=seed)) for seed in args.seeds]
+    runs, train_walls = zip(*(train_one_seed(args, replace(spec, seed=s)) for s in args.seeds))
     return {
         "benchmark": "accuracy",
         "device": device_description(args.device),
@@ -289,7 +284,7 @@ def run(args: argparse.Namespace, spec: SharedSpec) -> dict:
         "load_average_after": load_average(),
         "environment": environment(),
         "models": combine_seeds(args.seeds, runs),
-        "train_wall_s": sum(run[MODELS[0]]["train_wall_s"] for run in runs),
+        "train_wall_s": sum(train_walls),
         "wall_s": time.perf_counter() - start,
     }
 
@@ -310,7 +305,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2, help="untimed images per model")
     parser.add_argument("--turn", type=int, default=10, help="iterations per turn of a model")
     parser.add_argument(
-        "--seeds", type=int, nargs="+", default=SEEDS, help="one training of every model per seed"
+        "--seeds", type=int, nargs="+", help="one training of every model per seed (default 0 1 2)"
     )
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "accuracy.json")
     parser.add_argument("--work-dir", type=Path, default=Path("output/benchmarks"))
@@ -341,9 +336,9 @@ def main() -> None:
         spec = QUICK_SPEC
         args.num_train, args.num_val, args.data_image_size = 8, 4, spec.image_size
         args.timed_images, args.warmup, args.turn, args.repeats = 2, 0, 2, 1
-        if tuple(args.seeds) == SEEDS:  # unless given: two, so that the seeds are combined
-            args.seeds = [0, 1]
+        args.seeds = args.seeds or [0, 1]  # two, so that the seeds are combined
         args.data_dir = args.work_dir / "synthetic_quick"
+    args.seeds = args.seeds or list(SEEDS)
     if args.max_iter is not None:
         spec = replace(spec, max_iter=args.max_iter)
     result = run(args, spec)

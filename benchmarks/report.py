@@ -149,7 +149,6 @@ def markdown(accuracy: dict | None, costs: list[dict]) -> str:
     lines = ["## Benchmarks", ""]
     if accuracy is not None:
         spec, data = accuracy["spec"], accuracy["data"]
-        seeds = accuracy.get("seeds", [spec.get("seed")])
         lines += [
             "### Accuracy, speed and memory on the synthetic shapes",
             "",
@@ -158,8 +157,8 @@ def markdown(accuracy: dict | None, costs: list[dict]) -> str:
             f"{spec['max_iter']} iterations of batch {spec['ims_per_batch']} "
             f"(lr {spec['base_lr']:g}); {data['train_images']} training and "
             f"{data['val_images']} validation images. Every model is trained once per seed "
-            f"({', '.join(map(str, seeds))}: initial weights and batch order); AP is the mean "
-            "over the seeds, the lowest and highest seed in brackets. "
+            f"({', '.join(map(str, accuracy['seeds']))}: initial weights and batch order); AP is "
+            "the mean over the seeds, the lowest and highest seed in brackets. "
             f"Device: {accuracy['device']}. Inference: one image per call, the fastest of "
             f"{accuracy.get('repeats_per_image', 1)} calls, median over "
             f"{accuracy['timed_images']} validation images per seed. Training: median step. "
@@ -260,20 +259,20 @@ def plot_accuracy(accuracy: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     rows = accuracy["models"]
-    panels = [
-        ("box AP", [_ap(r, "box") for r in rows]),
-        ("mask AP", [_ap(r, "mask") for r in rows]),
-        ("training s/iter", [r["train_s_per_iter"] for r in rows]),
-        ("inference ms/image", [r["inference"]["median_ms"] for r in rows]),
+    no_spread = [[] for _ in rows]
+    panels = [  # (title, bar heights, each bar's per-seed values for its min-max line)
+        ("box AP", [_ap(r, "box") for r in rows], [_seed_aps(r, "box") for r in rows]),
+        ("mask AP", [_ap(r, "mask") for r in rows], [_seed_aps(r, "mask") for r in rows]),
+        ("training s/iter", [r["train_s_per_iter"] for r in rows], no_spread),
+        ("inference ms/image", [r["inference"]["median_ms"] for r in rows], no_spread),
     ]
     fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
-    for ax, (title, values) in zip(axes.flat, panels):
-        for i, (row, value) in enumerate(zip(rows, values)):
+    for ax, (title, values, spreads) in zip(axes.flat, panels):
+        for i, (row, value, aps) in enumerate(zip(rows, values, spreads)):
             if value is None:
                 ax.text(i, 0, "n/a", ha="center", va="bottom", fontsize=9)
                 continue
             ax.bar(i, value, color=COLORS[row["model"]])
-            aps = _seed_aps(row, title.split()[0]) if title.endswith("AP") else []
             if len(aps) > 1:  # the lowest to the highest seed
                 ax.errorbar(i, value, [[value - min(aps)], [max(aps) - value]], color="black")
             ax.text(i + 0.1, value, _bar_label(value), ha="left", va="bottom", fontsize=9)
