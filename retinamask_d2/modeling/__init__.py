@@ -1,11 +1,13 @@
-"""Building blocks of RetinaMask; importing this module registers the backbone."""
+"""RetinaMask's model; importing this module registers the meta-architecture and the backbone."""
 
 from .backbone import build_retinamask_resnet_fpn_backbone
 from .mask_branch import RetinaMaskBranch
 from .mask_rois import select_mask_training_rois
+from .retinamask import RetinaMask
 from .smooth_l1 import SelfAdjustingSmoothL1Loss
 
 __all__ = [
+    "RetinaMask",
     "RetinaMaskBranch",
     "SelfAdjustingSmoothL1Loss",
     "build_retinamask_resnet_fpn_backbone",
