@@ -131,7 +131,7 @@ def test_training_rois_are_the_current_top_detections():
     torch.testing.assert_close(selected[0].scores, reference[0].scores[:7])
 
 
-def test_training_when_no_detection_overlaps_a_gt():
+def test_training_without_detections_uses_the_gt_boxes():
     # At initialisation (prior 0.01) no anchor scores above 0.05: the detections are empty and
     # the GT boxes alone train the mask head.
     torch.manual_seed(0)
@@ -168,7 +168,7 @@ def test_inference_returns_masks_at_the_requested_size(drop_unmasked):
     assert result.pred_masks.shape == (len(result), 2 * H, 2 * W)
     assert result.pred_masks.dtype == torch.bool
     assert bool((result.scores[:-1] >= result.scores[1:]).all())
-    assert result.pred_classes.max() < 3
+    assert set(result.pred_classes.tolist()) == {0, 1, 2}  # every class of the 3-class head
     assert all(result.pred_masks[:50].flatten(1).any(dim=1))  # untrained: ~half the pixels
     assert not result.pred_masks[50:].any()  # kept detections beyond the top 50: empty masks
     assert result.pred_boxes.tensor[:, 2].max() <= 2 * W  # boxes scaled and clipped
@@ -302,5 +302,16 @@ def test_training_needs_instances():
 def test_self_adjusting_loss_rejects_other_box_loss_types():
     cfg = get_tiny_cfg()
     cfg.MODEL.RETINANET.BBOX_REG_LOSS_TYPE = "giou"
-    with pytest.raises(ValueError, match="BBOX_REG_LOSS_TYPE"):
+    cfg.MODEL.RETINAMASK.BOX_REG_LOSS_WEIGHT = 1.0
+    with pytest.raises(ValueError, match="SELF_ADJUSTING_SMOOTH_L1.ENABLED replaces"):
+        build_model(cfg)
+    cfg.MODEL.RETINAMASK.SELF_ADJUSTING_SMOOTH_L1.ENABLED = False
+    assert build_model(cfg).box_reg_loss_type == "giou"
+
+
+def test_box_loss_weight_is_refused_with_iou_losses():
+    cfg = get_tiny_cfg()
+    cfg.MODEL.RETINANET.BBOX_REG_LOSS_TYPE = "giou"
+    cfg.MODEL.RETINAMASK.SELF_ADJUSTING_SMOOTH_L1.ENABLED = False
+    with pytest.raises(ValueError, match="BOX_REG_LOSS_WEIGHT 1.0 with it"):
         build_model(cfg)

@@ -228,14 +228,20 @@ class RetinaMask(RetinaNet):
         """
         detections = []
         for i, image_size in enumerate(images.image_sizes):
-            dets = self._decode_multi_level_predictions(
-                anchors,
-                [x[i].sigmoid() for x in pred_logits],
-                [x[i] for x in pred_deltas],
-                self.mask_train_score_thresh,
-                self.mask_train_topk_candidates,
-                image_size,
-            )
+            # Level by level: detectron2 v0.6's _decode_multi_level_predictions ignores its
+            # score_thresh and topk_candidates arguments (it reads the test-time attributes).
+            per_level = [
+                self._decode_per_level_predictions(
+                    anchors_level,
+                    logits[i].sigmoid(),
+                    deltas[i],
+                    self.mask_train_score_thresh,
+                    self.mask_train_topk_candidates,
+                    image_size,
+                )
+                for anchors_level, logits, deltas in zip(anchors, pred_logits, pred_deltas)
+            ]
+            dets = Instances.cat(per_level)
             keep = batched_nms(
                 dets.pred_boxes.tensor, dets.scores, dets.pred_classes, self.mask_train_nms_thresh
             )
