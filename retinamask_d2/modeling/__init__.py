@@ -1,5 +1,7 @@
-"""Building blocks of RetinaMask; importing this module registers the backbone."""
+"""Building blocks of RetinaMask; importing this module registers the backbone and the
+official-shape anchor generator."""
 
+from .anchor_generator import RetinaMaskOfficialAnchorGenerator
 from .backbone import build_retinamask_resnet_fpn_backbone
 from .mask_branch import RetinaMaskBranch
 from .mask_rois import select_mask_training_rois
@@ -7,6 +9,7 @@ from .smooth_l1 import SelfAdjustingSmoothL1Loss
 
 __all__ = [
     "RetinaMaskBranch",
+    "RetinaMaskOfficialAnchorGenerator",
     "SelfAdjustingSmoothL1Loss",
     "build_retinamask_resnet_fpn_backbone",
     "select_mask_training_rois",
