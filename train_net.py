@@ -10,7 +10,9 @@
 Without a GPU, the model runs on the CPU and ``--num-gpus N`` starts N CPU processes (GLOO).
 """
 
+import argparse
 import logging
+import os
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
@@ -21,20 +23,34 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from retinamask_d2 import add_retinamask_config
-from retinamask_d2.data.config import (
-    add_dataset_arguments,
-    add_dataset_config,
-    dataset_options,
-    setup_datasets,
-)
+from retinamask_d2.data.coco_json import CocoJsonError
+from retinamask_d2.data.user_datasets import setup_datasets
 from retinamask_d2.engine import Trainer
 
+# Names under which --train-json / --test-json register their datasets.
+CLI_DATASET_NAMES = {"train": "coco_json_train", "test": "coco_json_test"}
 
-def setup(args):
+
+def dataset_options(args: argparse.Namespace) -> list[str]:
+    """Config overrides (``KEY VALUE`` list) that the dataset flags of ``args`` stand for.
+
+    They come before the command line's own overrides, which therefore win.
+    """
+    triples, opts = [], []
+    for split, name in CLI_DATASET_NAMES.items():
+        json_file, image_root = getattr(args, f"{split}_json"), getattr(args, f"{split}_images")
+        if (json_file is None) != (image_root is None):
+            raise CocoJsonError(f"--{split}-json and --{split}-images must be given together")
+        if json_file is not None:
+            triples.append((name, os.path.abspath(json_file), os.path.abspath(image_root)))
+            opts += [f"DATASETS.{split.upper()}", repr((name,))]
+    return ["DATASETS.COCO_JSON", repr(tuple(triples)), *opts] if triples else []
+
+
+def setup(args: argparse.Namespace):
     """The config of ``args``, fitted to its datasets, frozen; logging and seeding set up."""
     cfg = get_cfg()
     add_retinamask_config(cfg)
-    add_dataset_config(cfg)
     if args.config_file:
         cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(dataset_options(args) + (args.opts or []))
@@ -51,7 +67,7 @@ def setup(args):
     return cfg
 
 
-def main(args):
+def main(args: argparse.Namespace):
     cfg = setup(args)
     if args.eval_only:
         model = Trainer.build_model(cfg)
@@ -68,9 +84,14 @@ def main(args):
     return trainer.train()
 
 
-def argument_parser():
+def argument_parser() -> argparse.ArgumentParser:
+    """detectron2's arguments plus the flags for a user's COCO-format train and test sets."""
     parser = default_argument_parser()
-    add_dataset_arguments(parser)
+    group = parser.add_argument_group("a COCO-format dataset (json + image folder)")
+    group.add_argument("--train-json", metavar="FILE", help="training annotations (COCO json)")
+    group.add_argument("--train-images", metavar="DIR", help="folder of the training images")
+    group.add_argument("--test-json", metavar="FILE", help="evaluation annotations (COCO json)")
+    group.add_argument("--test-images", metavar="DIR", help="folder of the evaluation images")
     return parser
 
 

@@ -72,7 +72,7 @@ def serve_model(
     from detectron2.utils.env import seed_all_rng
     from synthetic_configs import build_benchmark_model, synthetic_cfg
 
-    from retinamask_d2.data.config import setup_datasets
+    from retinamask_d2.data.user_datasets import setup_datasets
     from retinamask_d2.engine import Trainer
 
     register_synthetic(data_dir)

@@ -33,8 +33,8 @@ def synthetic_model_and_inputs(model_name: str, mode: str, data_dir: Path, weigh
     from detectron2.data import build_detection_test_loader
     from synthetic_configs import SharedSpec, build_benchmark_model, synthetic_cfg
 
-    from retinamask_d2.data.config import setup_datasets
     from retinamask_d2.data.train_loader import build_resumable_train_loader
+    from retinamask_d2.data.user_datasets import setup_datasets
 
     if not (data_dir / "train.json").is_file():
         raise FileNotFoundError(

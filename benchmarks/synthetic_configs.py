@@ -18,7 +18,7 @@ from detectron2.modeling import RetinaNet, build_model
 
 import retinamask_d2
 from retinamask_d2.model_zoo import get_config_file
-from retinamask_d2.modeling.retinanet_head import build_retinanet_head
+from retinamask_d2.modeling.retinanet_head import retinanet_arguments
 
 BASE_CONFIGS = {
     "retinanet": "Base-RetinaNet.yaml",
@@ -104,7 +104,7 @@ def apply_shared(cfg: CfgNode, spec: SharedSpec, num_classes: int) -> None:
     cfg.MODEL.RETINANET.NUM_CLASSES = num_classes
     cfg.MODEL.RETINANET.NUM_CONVS = spec.head_convs
     cfg.MODEL.RETINANET.NORM = "GN"
-    cfg.MODEL.ROI_HEADS.NUM_CLASSES = num_classes
+    cfg.MODEL.ROI_HEADS.NUM_CLASSES = num_classes  # Mask R-CNN's; RetinaMask ignores it
     cfg.MODEL.ROI_BOX_HEAD.FC_DIM = spec.box_fc_dim
     cfg.MODEL.ROI_MASK_HEAD.NUM_CONV = spec.mask_convs
     cfg.MODEL.ROI_MASK_HEAD.CONV_DIM = spec.mask_dim
@@ -131,17 +131,9 @@ def apply_shared(cfg: CfgNode, spec: SharedSpec, num_classes: int) -> None:
 
 def build_benchmark_model(cfg: CfgNode) -> torch.nn.Module:
     """detectron2's ``build_model``, except that detectron2's RetinaNet with
-    ``MODEL.RETINANET.NORM: "GN"`` gets its head from ``build_retinanet_head``.
-
-    detectron2 v0.6's own RetinaNet cannot build a GN head (RetinaMask works around it the same
-    way); without GN its towers would not train from scratch like RetinaMask's.
+    ``MODEL.RETINANET.NORM: "GN"`` gets its head from the project's GN-head helper (detectron2
+    v0.6 cannot build one; without GN its towers would not train from scratch like RetinaMask's).
     """
     if cfg.MODEL.META_ARCHITECTURE != "RetinaNet" or cfg.MODEL.RETINANET.NORM != "GN":
         return build_model(cfg)
-    without_head_norm = cfg.clone()
-    without_head_norm.defrost()
-    without_head_norm.MODEL.RETINANET.NORM = ""
-    kwargs = RetinaNet.from_config(without_head_norm)
-    shapes = kwargs["backbone"].output_shape()
-    kwargs["head"] = build_retinanet_head(cfg, [shapes[f] for f in cfg.MODEL.RETINANET.IN_FEATURES])
-    return RetinaNet(**kwargs).to(torch.device(cfg.MODEL.DEVICE))
+    return RetinaNet(**retinanet_arguments(cfg)).to(torch.device(cfg.MODEL.DEVICE))

@@ -2,8 +2,7 @@
 the `build_retinamask_resnet_fpn_backbone` backbone and the synthetic dataset names."""
 
 from . import data  # noqa: F401  (registers retinamask_synthetic_train/_val)
-from .arch import RetinaMask
 from .config import add_retinamask_config
-from .modeling import build_retinamask_resnet_fpn_backbone
+from .modeling import RetinaMask, build_retinamask_resnet_fpn_backbone
 
 __all__ = ["RetinaMask", "add_retinamask_config", "build_retinamask_resnet_fpn_backbone"]

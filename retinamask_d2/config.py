@@ -1,10 +1,11 @@
-"""Config keys of RetinaMask.
+"""Config keys of RetinaMask: the project's only config function.
 
 RetinaMask reuses detectron2's existing nodes wherever one fits (``MODEL.RETINANET`` for the box
-branch, ``MODEL.ROI_MASK_HEAD`` for the mask head and its RoIAlign) and adds only what has no home
-there under ``MODEL.RETINAMASK``. Defaults of the new keys are the paper's values, except
-``DROP_UNMASKED`` (see below); the paper's recipe for the existing keys lives in
-``configs/Base-RetinaMask.yaml``.
+branch and its one class count, ``MODEL.ROI_MASK_HEAD`` for the mask head and its RoIAlign) and
+adds only what has no home there under ``MODEL.RETINAMASK``, plus ``DATASETS.COCO_JSON`` for
+users' datasets. Defaults of the new keys are the paper's values, except ``DROP_UNMASKED`` (see
+below); the paper's recipe for the existing keys lives in ``configs/Base-RetinaMask.yaml``.
+Any ``config.yaml`` that ``train_net.py`` writes loads with ``get_cfg()`` and this function.
 """
 
 from detectron2.config import CfgNode as CN
@@ -14,6 +15,10 @@ def add_retinamask_config(cfg: CN) -> None:
     """Add the keys of RetinaMask to ``cfg`` (in place), like detectron2's ``add_*_config``."""
     _C = cfg
 
+    # Users' COCO-format datasets: (name, json_file, image_root) triples, registered (and checked)
+    # before training or evaluation so that DATASETS.TRAIN / TEST can name them.
+    _C.DATASETS.COCO_JSON = ()
+
     _C.MODEL.RETINAMASK = CN()
     # FPN levels the mask branch pools from (paper: P3-P5, scales 1/8-1/32).
     _C.MODEL.RETINAMASK.MASK_IN_FEATURES = ["p3", "p4", "p5"]
@@ -22,8 +27,13 @@ def add_retinamask_config(cfg: CN) -> None:
     _C.MODEL.RETINAMASK.CANONICAL_BOX_SIZE = 224
     _C.MODEL.RETINAMASK.CANONICAL_LEVEL = 4
     # Training RoIs of an image: its top TRAIN_TOPK post-NMS detections (chosen without gradient)
-    # plus all its GT boxes (paper: 100). At most TEST.DETECTIONS_PER_IMAGE detections exist.
+    # plus all its GT boxes (paper: 100). The detections are decoded with their own settings, so
+    # that test-time keys (MODEL.RETINANET.*_TEST, TEST.DETECTIONS_PER_IMAGE) do not change
+    # training; the official code decodes them with its test settings, the values below.
     _C.MODEL.RETINAMASK.TRAIN_TOPK = 100
+    _C.MODEL.RETINAMASK.TRAIN_SCORE_THRESH = 0.05  # class score a training RoI needs
+    _C.MODEL.RETINAMASK.TRAIN_TOPK_CANDIDATES = 1000  # per FPN level, before NMS
+    _C.MODEL.RETINAMASK.TRAIN_NMS_THRESH = 0.4  # per-class box NMS among the candidates
     # An RoI whose IoU with a GT box is >= POSITIVE_IOU trains the mask head (paper: 0.5).
     _C.MODEL.RETINAMASK.POSITIVE_IOU = 0.5
     # Weight of loss_mask in the total loss (paper: 1).
@@ -46,9 +56,11 @@ def add_retinamask_config(cfg: CN) -> None:
     # per-channel shift changes the statistics of its group.
     _C.MODEL.RETINAMASK.FPN_NORM_CONV_BIAS = False
 
-    # Multiplies loss_box_reg. detectron2 divides the box loss summed over the 4 coordinates by
-    # the number of positive anchors; the official code divides it by 4x that number, i.e. it
-    # averages over the coordinates: 0.25 reproduces that balance with the cls loss.
+    # Multiplies the smooth L1 loss_box_reg (fixed or self-adjusting beta). detectron2 divides the
+    # box loss summed over the 4 coordinates by the number of positive anchors; the official code
+    # divides it by 4x that number, i.e. it averages over the coordinates: 0.25 reproduces that
+    # balance with the cls loss. IoU losses (giou, diou, ciou) have no 4 coordinates to average
+    # over: with them, a value other than 1 is refused.
     _C.MODEL.RETINAMASK.BOX_REG_LOSS_WEIGHT = 0.25
 
     # Self-adjusting smooth L1 for box regression (paper section 3.3): beta per box coordinate is
@@ -59,3 +71,9 @@ def add_retinamask_config(cfg: CN) -> None:
     _C.MODEL.RETINAMASK.SELF_ADJUSTING_SMOOTH_L1.MOMENTUM = 0.9  # weight of the old statistics
     _C.MODEL.RETINAMASK.SELF_ADJUSTING_SMOOTH_L1.BETA_MAX = 0.11  # also the initial running mean
     _C.MODEL.RETINAMASK.SELF_ADJUSTING_SMOOTH_L1.BETA_MIN = 1e-3
+
+    # What the model's classes are, written by train_net.py from the training set (and read by
+    # the predictor, the demo and --eval-only, so that they need no dataset json): the class
+    # names in the model's order, and each class's category id in the training json.
+    _C.MODEL.RETINAMASK.CLASS_NAMES = []
+    _C.MODEL.RETINAMASK.DATASET_CATEGORY_IDS = []

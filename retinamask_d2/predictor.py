@@ -7,7 +7,6 @@ config) and adds ``predict`` / ``predict_batch``, which return ``Instances`` on 
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Sequence
@@ -21,7 +20,6 @@ from detectron2.engine import DefaultPredictor
 from detectron2.structures import Instances
 
 from retinamask_d2.config import add_retinamask_config
-from retinamask_d2.data.config import add_dataset_config, register_datasets_from_config
 from retinamask_d2.image_io import (
     DEFAULT_MAX_MEGAPIXELS,
     check_format,
@@ -38,10 +36,9 @@ def load_config(
     config_file: str | os.PathLike, weights: str | os.PathLike | None = None, opts: Sequence = ()
 ) -> CfgNode:
     """The config in ``config_file`` (e.g. the config.yaml that training writes) with RetinaMask's
-    and the dataset keys known, then ``weights`` as MODEL.WEIGHTS and ``KEY VALUE`` ``opts``."""
+    keys known, then ``weights`` as MODEL.WEIGHTS and ``KEY VALUE`` ``opts``."""
     cfg = get_cfg()
     add_retinamask_config(cfg)
-    add_dataset_config(cfg)
     cfg.merge_from_file(str(config_file))
     if weights is not None:
         cfg.MODEL.WEIGHTS = str(weights)
@@ -53,8 +50,8 @@ class RetinaMaskPredictor(DefaultPredictor):
     """Build the model of ``cfg``, load ``cfg.MODEL.WEIGHTS`` and predict instances.
 
     Images are resized as ``cfg.INPUT.MIN_SIZE_TEST`` / ``MAX_SIZE_TEST`` say; results come back
-    at each image's own size. ``metadata`` (class names, dataset category ids) is that of
-    ``cfg.DATASETS.TEST[0]``, see :func:`dataset_metadata`.
+    at each image's own size. ``metadata`` (class names, dataset category ids) is the model's,
+    see :func:`model_metadata`.
 
     Example::
 
@@ -66,7 +63,7 @@ class RetinaMaskPredictor(DefaultPredictor):
 
     def __init__(self, cfg: CfgNode, max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS):
         super().__init__(cfg)
-        self.metadata = dataset_metadata(cfg)
+        self.metadata = model_metadata(cfg)
         self.max_megapixels = max_megapixels
 
     def predict(self, image: ImageLike, format: str = "BGR") -> Instances:
@@ -104,38 +101,23 @@ class RetinaMaskPredictor(DefaultPredictor):
         return {"image": tensor, "height": height, "width": width}
 
 
-def dataset_metadata(cfg: CfgNode) -> Metadata:
-    """Metadata of ``cfg.DATASETS.TEST[0]`` (empty without one): its class names and the map from
-    the dataset's category ids to the model's classes, for drawings and COCO results.
+def model_metadata(cfg: CfgNode) -> Metadata:
+    """The model's class names and the map from dataset category ids to its classes, for
+    drawings and COCO results.
 
-    A COCO-json dataset learns its categories only when it is loaded, which reads and checks
-    every annotation and image; when they are missing, they are read from the json's
-    "categories" alone, in the order detectron2's ``load_coco_json`` gives them.
+    They come from the config the model was trained with (``MODEL.RETINAMASK.CLASS_NAMES`` and
+    ``DATASET_CATEGORY_IDS``, written by ``train_net.py``), so no dataset is read. A config
+    without them (trained elsewhere) falls back to the metadata already registered for
+    ``DATASETS.TEST[0]`` (detectron2's builtin datasets, the synthetic shapes), else to none.
     """
-    if not cfg.DATASETS.TEST:
-        return Metadata()
-    register_datasets_from_config(cfg)
-    metadata = MetadataCatalog.get(cfg.DATASETS.TEST[0])
-    json_file = metadata.get("json_file", None)
-    if metadata.get("thing_dataset_id_to_contiguous_id", None) is not None or not json_file:
+    names = list(cfg.MODEL.RETINAMASK.CLASS_NAMES)
+    ids = list(cfg.MODEL.RETINAMASK.DATASET_CATEGORY_IDS)
+    if names:
+        metadata = Metadata(name="model", thing_classes=names)
+        if len(ids) == len(names):
+            metadata.thing_dataset_id_to_contiguous_id = {d: i for i, d in enumerate(ids)}
         return metadata
-    try:
-        with open(json_file, encoding="utf-8") as f:
-            categories = {c["id"]: c["name"] for c in json.load(f)["categories"]}
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        logger.warning(f"no class names for {metadata.name}: cannot read {json_file} ({e})")
-        return metadata
-    ids = sorted(categories)
-    names = [categories[i] for i in ids]
-    if metadata.get("thing_classes", names) != names:
-        logger.warning(f"{json_file}: categories differ from the thing_classes of {metadata.name}")
-        return metadata
-    return Metadata(
-        **{
-            **metadata.as_dict(),
-            "thing_classes": names,
-            "thing_dataset_id_to_contiguous_id": {
-                dataset_id: i for i, dataset_id in enumerate(ids)
-            },
-        }
-    )
+    if cfg.DATASETS.TEST and cfg.DATASETS.TEST[0] in MetadataCatalog.list():
+        return MetadataCatalog.get(cfg.DATASETS.TEST[0])
+    logger.warning("no MODEL.RETINAMASK.CLASS_NAMES in the config: classes are shown as numbers")
+    return Metadata()

@@ -23,6 +23,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing the package
+# The data lives in the checkout's datasets/ wherever this is started from; train_net.py runs
+# in the checkout and inherits the variable.
+os.environ.setdefault("RETINAMASK_DATASETS", str(ROOT / "datasets"))
 
 from retinamask_d2.data import datasets_root  # noqa: E402
 from retinamask_d2.data.synthetic import generate, is_generated  # noqa: E402

@@ -1,7 +1,6 @@
 """Users' COCO-format datasets: checks that name the file and annotation, skips that are counted,
 automatic mask format and class count, registration from the config and the command line."""
 
-import argparse
 import json
 import logging
 import uuid
@@ -15,15 +14,12 @@ import torch
 from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, DatasetMapper, MetadataCatalog
 
+from retinamask_d2 import add_retinamask_config
 from retinamask_d2.data.coco_json import CocoJsonError, check_coco_json, register_coco_json
-from retinamask_d2.data.config import (
-    CLI_TEST_NAME,
-    CLI_TRAIN_NAME,
-    add_dataset_arguments,
-    add_dataset_config,
-    dataset_options,
-    setup_datasets,
-)
+from retinamask_d2.data.user_datasets import setup_datasets
+from train_net import CLI_DATASET_NAMES, argument_parser, dataset_options
+
+CLI_TRAIN_NAME, CLI_TEST_NAME = CLI_DATASET_NAMES["train"], CLI_DATASET_NAMES["test"]
 
 H, W = 32, 40
 SQUARE = [4.0, 4.0, 14.0, 4.0, 14.0, 14.0, 4.0, 14.0]  # polygon of x, y in [4, 14]
@@ -167,7 +163,8 @@ def test_skips_what_is_safe_to_skip_and_logs_counts_with_ids(tmp_path, caplog):
 
 def _cfg(mask_format="polygon"):
     cfg = get_cfg()
-    add_dataset_config(cfg)
+    add_retinamask_config(cfg)
+    cfg.MODEL.META_ARCHITECTURE = "RetinaMask"
     cfg.MODEL.MASK_ON = True
     cfg.INPUT.MASK_FORMAT = mask_format
     cfg.INPUT.MIN_SIZE_TRAIN = (H,)
@@ -191,10 +188,10 @@ def test_rle_masks_compressed_or_not_switch_to_bitmask_and_decode_to_the_same_pi
     name = f"test_rle_{uuid.uuid4().hex[:8]}"
     cfg.DATASETS.COCO_JSON = ((name, json_file, image_root),)
     cfg.DATASETS.TRAIN = (name,)
-    cfg.MODEL.RETINANET.NUM_CLASSES = cfg.MODEL.ROI_HEADS.NUM_CLASSES = 80
+    cfg.MODEL.RETINANET.NUM_CLASSES = 80
     setup_datasets(cfg)
     assert cfg.INPUT.MASK_FORMAT == "bitmask"
-    assert cfg.MODEL.RETINANET.NUM_CLASSES == cfg.MODEL.ROI_HEADS.NUM_CLASSES == 2
+    assert cfg.MODEL.RETINANET.NUM_CLASSES == 2
     mapped = DatasetMapper(cfg, is_train=True)(DatasetCatalog.get(name)[0])
     masks = mapped["instances"].gt_masks.tensor
     square = np.zeros((H, W), bool)
@@ -227,8 +224,7 @@ def test_polygons_keep_polygon_format_and_no_masks_is_an_error(tmp_path):
 
 def test_command_line_flags_register_train_and_test_sets(tmp_path):
     json_file, image_root = _write(tmp_path, [_ann(1), _ann(2, image_id=2, category_id=5)])
-    parser = argparse.ArgumentParser()
-    add_dataset_arguments(parser)
+    parser = argument_parser()
     args = parser.parse_args(
         ["--train-json", json_file, "--train-images", image_root]
         + ["--test-json", json_file, "--test-images", image_root]
@@ -240,7 +236,11 @@ def test_command_line_flags_register_train_and_test_sets(tmp_path):
     setup_datasets(cfg)
     assert len(DatasetCatalog.get(CLI_TRAIN_NAME)) == 2
     assert MetadataCatalog.get(CLI_TEST_NAME).json_file == json_file
-    assert cfg.MODEL.ROI_HEADS.NUM_CLASSES == 2
+    # The test set is only registered, not loaded, and its classes are known already.
+    assert MetadataCatalog.get(CLI_TEST_NAME).thing_classes == ["cat", "dog"]
+    assert cfg.MODEL.RETINANET.NUM_CLASSES == 2
+    assert cfg.MODEL.RETINAMASK.CLASS_NAMES == ["cat", "dog"]
+    assert cfg.MODEL.RETINAMASK.DATASET_CATEGORY_IDS == [1, 5]
     with pytest.raises(CocoJsonError, match="--train-json and --train-images must be given"):
         dataset_options(parser.parse_args(["--train-json", json_file]))
     cfg.DATASETS.COCO_JSON = (("only_a_name", json_file),)

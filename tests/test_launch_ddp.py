@@ -13,8 +13,8 @@ from detectron2.utils.env import seed_all_rng
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from retinamask_d2.data.config import add_dataset_config, setup_datasets
 from retinamask_d2.data.synthetic import generate
+from retinamask_d2.data.user_datasets import setup_datasets
 from retinamask_d2.engine import Trainer
 from tests.common import launch_retrying_exit_aborts
 
@@ -52,7 +52,6 @@ def data(tmp_path_factory) -> Path:
 
 def _cfg(data: Path, output: Path, meta_arch_cfg: CfgNode | None = None) -> CfgNode:
     cfg = meta_arch_cfg if meta_arch_cfg is not None else get_cfg()
-    add_dataset_config(cfg)
     cfg.DATASETS.COCO_JSON = (("ddp_train", str(data / "train.json"), str(data / "train")),)
     cfg.DATASETS.TRAIN = ("ddp_train",)
     cfg.DATASETS.TEST = ()

@@ -1,17 +1,16 @@
 """RetinaMaskPredictor: what reaches the model (channel order, size, batching) and what returns."""
 
-import json
-
 import numpy as np
 import pytest
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.data import MetadataCatalog
+from detectron2.config import get_cfg
+from detectron2.data import DatasetCatalog
 from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.structures import Boxes, Instances
 from PIL import Image
 
-from retinamask_d2.data.config import add_dataset_config
+from retinamask_d2 import add_retinamask_config
 from retinamask_d2.image_io import ImageReadError
 from retinamask_d2.predictor import RetinaMaskPredictor, load_config
 from tests.common import build_tiny_model, get_tiny_cfg
@@ -123,23 +122,20 @@ def test_metadata_is_the_test_sets_or_empty():
     assert RetinaMaskPredictor(cfg).metadata.thing_classes[:2] == ["person", "bicycle"]
 
 
-def test_metadata_of_an_unloaded_coco_json_comes_from_its_categories(tmp_path):
-    categories = [{"id": 10, "name": "ten"}, {"id": 3, "name": "three"}, {"id": 7, "name": "seven"}]
-    (tmp_path / "val.json").write_text(
-        json.dumps({"images": [], "annotations": [], "categories": categories})
-    )
+def test_metadata_comes_from_the_models_config_without_reading_a_dataset(tmp_path):
     cfg = get_tiny_cfg()
-    add_dataset_config(cfg)
     cfg.MODEL.META_ARCHITECTURE = "RecordingStubModel"
-    cfg.DATASETS.COCO_JSON = (("test_predictor_val", str(tmp_path / "val.json"), str(tmp_path)),)
+    cfg.MODEL.RETINAMASK.CLASS_NAMES = ["three", "seven", "ten"]
+    cfg.MODEL.RETINAMASK.DATASET_CATEGORY_IDS = [3, 7, 10]
+    missing = str(tmp_path / "moved.json")  # the training json is gone: nothing reads it
+    cfg.DATASETS.COCO_JSON = (("test_predictor_val", missing, str(tmp_path)),)
     cfg.DATASETS.TEST = ("test_predictor_val",)
 
     metadata = RetinaMaskPredictor(cfg).metadata
 
-    assert metadata.thing_classes == ["three", "seven", "ten"]  # by id, as load_coco_json
+    assert metadata.thing_classes == ["three", "seven", "ten"]
     assert metadata.thing_dataset_id_to_contiguous_id == {3: 0, 7: 1, 10: 2}
-    assert metadata.json_file == str(tmp_path / "val.json")
-    assert not hasattr(MetadataCatalog.get("test_predictor_val"), "thing_classes")  # untouched
+    assert "test_predictor_val" not in DatasetCatalog.list()  # not registered either
 
 
 @pytest.fixture(scope="module")
@@ -158,8 +154,12 @@ def tiny_retinamask(tmp_path_factory):
 
 def test_load_config_reads_a_dumped_config_with_weights_and_overrides(tmp_path):
     cfg = get_tiny_cfg(num_classes=5)
-    add_dataset_config(cfg)  # a config dumped by train_net.py has the dataset keys
+    cfg.DATASETS.COCO_JSON = (("mine_train", "train.json", "images"),)  # as train_net.py writes
     (tmp_path / "config.yaml").write_text(cfg.dump())
+    plain = get_cfg()  # the README's recipe reads it back too
+    add_retinamask_config(plain)
+    plain.merge_from_file(str(tmp_path / "config.yaml"))
+    assert [tuple(e) for e in plain.DATASETS.COCO_JSON] == [("mine_train", "train.json", "images")]
     loaded = load_config(
         tmp_path / "config.yaml", tmp_path / "w.pth", ["TEST.DETECTIONS_PER_IMAGE", "7"]
     )

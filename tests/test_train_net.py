@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from retinamask_d2.data.config import add_dataset_config
 from retinamask_d2.data.synthetic import generate
 from tests.common import get_tiny_cfg
 
@@ -28,7 +27,6 @@ def config_file(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("train_net")
     generate(root / "data", {"train": 10, "val": 3}, image_size=64, seed=2)
     cfg = get_tiny_cfg(num_classes=4)
-    add_dataset_config(cfg)
     cfg.DATASETS.COCO_JSON = tuple(
         (f"tn_{split}", str(root / "data" / f"{split}.json"), str(root / "data" / split))
         for split in ("train", "val")
@@ -36,6 +34,7 @@ def config_file(tmp_path_factory) -> Path:
     cfg.DATASETS.TRAIN, cfg.DATASETS.TEST = ("tn_train",), ("tn_val",)
     cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN = (64,), 64
     cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST = 64, 64
+    cfg.INPUT.MASK_FORMAT = "polygon"  # detectron2's default: the RLE masks must switch it
     cfg.MODEL.RETINANET.SCORE_THRESH_TEST = 0.0  # an untrained model still predicts something
     cfg.TEST.DETECTIONS_PER_IMAGE = 5
     cfg.SOLVER.MAX_ITER = MAX_ITER

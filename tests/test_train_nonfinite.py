@@ -6,8 +6,8 @@ import pytest
 import torch
 from detectron2.utils.events import get_event_storage
 
-from retinamask_d2.data.config import add_dataset_config, setup_datasets
 from retinamask_d2.data.synthetic import generate
+from retinamask_d2.data.user_datasets import setup_datasets
 from retinamask_d2.engine import Trainer
 from tests.common import get_tiny_cfg
 
@@ -15,7 +15,6 @@ from tests.common import get_tiny_cfg
 def test_nan_loss_stops_training_naming_the_loss_and_iteration(tmp_path):
     generate(tmp_path, {"train": 4}, image_size=64, seed=0)
     cfg = get_tiny_cfg(num_classes=4)
-    add_dataset_config(cfg)
     cfg.DATASETS.COCO_JSON = (("nan_train", str(tmp_path / "train.json"), str(tmp_path / "train")),)
     cfg.DATASETS.TRAIN, cfg.DATASETS.TEST = ("nan_train",), ()
     cfg.SOLVER.MAX_ITER = 5

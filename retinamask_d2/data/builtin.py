@@ -17,17 +17,12 @@ from .coco_json import register_coco_json
 from .synthetic import CLASSES
 
 SYNTHETIC_DATASETS = {"retinamask_synthetic_train": "train", "retinamask_synthetic_val": "val"}
-_CHECKOUT = Path(__file__).resolve().parents[2]
 
 
 def datasets_root() -> Path:
-    """``$RETINAMASK_DATASETS`` if set; else ``datasets/`` of the source checkout this package
-    runs from; else ``./datasets`` (an installed package has no checkout)."""
-    if os.environ.get("RETINAMASK_DATASETS"):
-        return Path(os.environ["RETINAMASK_DATASETS"])
-    if (_CHECKOUT / "train_net.py").is_file():
-        return _CHECKOUT / "datasets"
-    return Path("datasets")
+    """``$RETINAMASK_DATASETS`` if set, else ``./datasets``: the same rule as detectron2's
+    ``$DETECTRON2_DATASETS`` for its builtin datasets (commands run from the checkout's root)."""
+    return Path(os.environ.get("RETINAMASK_DATASETS", "datasets")).absolute()
 
 
 def register_synthetic(root: Path | None = None) -> None:
@@ -38,5 +33,10 @@ def register_synthetic(root: Path | None = None) -> None:
         "or point $RETINAMASK_DATASETS at the folder that holds synthetic/"
     )
     for name, split in SYNTHETIC_DATASETS.items():
-        register_coco_json(name, str(folder / f"{split}.json"), str(folder / split), hint)
-        MetadataCatalog.get(name).set(thing_classes=list(CLASSES))
+        register_coco_json(
+            name, str(folder / f"{split}.json"), str(folder / split), hint, read_categories=False
+        )
+        MetadataCatalog.get(name).set(
+            thing_classes=list(CLASSES),
+            thing_dataset_id_to_contiguous_id={i + 1: i for i in range(len(CLASSES))},
+        )

@@ -57,12 +57,20 @@ class CheckReport:
     has_rle: bool = False  # some uncrowded annotation stores its mask as RLE
 
 
-def register_coco_json(name: str, json_file: str, image_root: str, missing_hint: str = "") -> None:
+def register_coco_json(
+    name: str,
+    json_file: str,
+    image_root: str,
+    missing_hint: str = "",
+    read_categories: bool = True,
+) -> None:
     """Register ``name`` as the checked COCO-format dataset of ``json_file`` and ``image_root``.
 
     Like detectron2's ``register_coco_instances`` (same metadata, so ``COCOEvaluator`` finds the
     json), but loading goes through :func:`load_checked_coco_json`, once per process.
     ``missing_hint`` ends the error raised when the json does not exist (e.g. how to make it).
+    With ``read_categories``, an existing json's class names and category ids are set in the
+    metadata now (:func:`category_metadata`); a caller that knows them passes False and sets them.
     """
     if name in DatasetCatalog.list():
         known = MetadataCatalog.get(name)
@@ -83,7 +91,29 @@ def register_coco_json(name: str, json_file: str, image_root: str, missing_hint:
 
     DatasetCatalog.register(name, load)
     _CHECKED_DATASETS.add(name)
-    MetadataCatalog.get(name).set(json_file=json_file, image_root=image_root, evaluator_type="coco")
+    metadata = MetadataCatalog.get(name)
+    metadata.set(json_file=json_file, image_root=image_root, evaluator_type="coco")
+    if read_categories and os.path.isfile(json_file):
+        metadata.set(**category_metadata(json_file))
+
+
+def category_metadata(json_file: str) -> dict[str, Any]:
+    """``thing_classes`` and ``thing_dataset_id_to_contiguous_id`` of a COCO json's categories,
+    in the order detectron2's ``load_coco_json`` gives them (sorted by id), so that a dataset's
+    class names are known from its registration on, before it is loaded."""
+    data = _read_json(json_file)
+    try:
+        categories = {int(c["id"]): str(c["name"]) for c in data["categories"]}
+    except (KeyError, TypeError, ValueError) as e:
+        raise CocoJsonError(
+            f"{json_file}: 'categories' must be a list of objects with an integer 'id' and a "
+            f"'name' ({type(e).__name__}: {e})"
+        ) from None
+    ids = sorted(categories)
+    return {
+        "thing_classes": [categories[i] for i in ids],
+        "thing_dataset_id_to_contiguous_id": {dataset_id: i for i, dataset_id in enumerate(ids)},
+    }
 
 
 def is_checked_coco_json(name: str) -> bool:

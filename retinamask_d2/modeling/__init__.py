@@ -1,13 +1,15 @@
-"""Building blocks of RetinaMask; importing this module registers the backbone and the
-official-shape anchor generator."""
+"""RetinaMask's model; importing this module registers the meta-architecture, the backbone and
+the official-shape anchor generator."""
 
 from .anchor_generator import RetinaMaskOfficialAnchorGenerator
 from .backbone import build_retinamask_resnet_fpn_backbone
 from .mask_branch import RetinaMaskBranch
 from .mask_rois import select_mask_training_rois
+from .retinamask import RetinaMask
 from .smooth_l1 import SelfAdjustingSmoothL1Loss
 
 __all__ = [
+    "RetinaMask",
     "RetinaMaskBranch",
     "RetinaMaskOfficialAnchorGenerator",
     "SelfAdjustingSmoothL1Loss",

@@ -1,0 +1,92 @@
+"""Users' COCO-format datasets named in the config, and the config changes their data implies.
+
+``DATASETS.COCO_JSON`` lists ``(name, json_file, image_root)`` triples that are registered (with
+the checks of :mod:`retinamask_d2.data.coco_json`) before training or evaluation; the names can
+then be used in ``DATASETS.TRAIN`` / ``DATASETS.TEST``.
+
+:func:`setup_datasets` then loads the checked training sets once, early, so a bad json stops the
+run before the model is built, and fits the config to the data: RLE masks need
+``INPUT.MASK_FORMAT bitmask``, the number of classes comes from the json's categories, and the
+class names and category ids are written into the config, so that the trained model carries
+them (the predictor, the demo and ``--eval-only`` read them from its config.yaml).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from detectron2.config import CfgNode
+from detectron2.data import DatasetCatalog, MetadataCatalog
+
+from .coco_json import CocoJsonError, is_checked_coco_json, register_coco_json
+
+logger = logging.getLogger(__name__)
+
+# Meta-architectures whose class count is MODEL.RETINANET.NUM_CLASSES; others read ROI_HEADS'.
+RETINANET_FAMILY = ("RetinaMask", "RetinaNet")
+
+
+def num_classes_key(cfg: CfgNode) -> str:
+    """The one config key that holds the model's number of classes."""
+    if cfg.MODEL.META_ARCHITECTURE in RETINANET_FAMILY:
+        return "MODEL.RETINANET.NUM_CLASSES"
+    return "MODEL.ROI_HEADS.NUM_CLASSES"
+
+
+def register_datasets_from_config(cfg: CfgNode) -> None:
+    """Register every ``(name, json_file, image_root)`` of ``cfg.DATASETS.COCO_JSON``."""
+    for entry in cfg.DATASETS.get("COCO_JSON", ()):
+        if not (len(entry) == 3 and all(isinstance(x, str) for x in entry)):
+            raise CocoJsonError(
+                "DATASETS.COCO_JSON: each entry must be (name, json_file, image_root), "
+                f"got {entry!r}"
+            )
+        register_coco_json(*entry)
+
+
+def setup_datasets(cfg: CfgNode, training: bool = True) -> None:
+    """Register the config's COCO jsons and fit ``cfg`` (unfrozen, changed in place) to them.
+
+    With ``training``, the checked datasets of ``DATASETS.TRAIN`` are loaded now (a bad one stops
+    here), masks are required when ``MODEL.MASK_ON``, RLE masks switch ``INPUT.MASK_FORMAT``
+    to bitmask, and the number of classes, the class names and the category ids are set from
+    the categories of the first one. Other datasets are left to detectron2.
+    """
+    register_datasets_from_config(cfg)
+    if not training:
+        return
+    checked = [n for n in cfg.DATASETS.TRAIN if is_checked_coco_json(n)]
+    for name in checked:
+        DatasetCatalog.get(name)  # runs the checks; cached for the data loader
+        meta = MetadataCatalog.get(name)
+        if cfg.MODEL.MASK_ON and not meta.has_masks:
+            raise CocoJsonError(
+                f"{meta.json_file}: no annotation has a 'segmentation', but MODEL.MASK_ON is True "
+                f"and dataset {name!r} is in DATASETS.TRAIN; give masks, or train boxes only "
+                "with MODEL.MASK_ON False"
+            )
+        if cfg.MODEL.MASK_ON and meta.has_rle_masks and cfg.INPUT.MASK_FORMAT == "polygon":
+            logger.info(f"{meta.json_file} has RLE masks: setting INPUT.MASK_FORMAT to bitmask")
+            cfg.INPUT.MASK_FORMAT = "bitmask"
+    if checked:
+        _set_classes(cfg, checked[0])
+
+
+def _set_classes(cfg: CfgNode, dataset: str) -> None:
+    meta = MetadataCatalog.get(dataset)
+    names = list(meta.thing_classes)
+    id_map = meta.thing_dataset_id_to_contiguous_id
+    key = num_classes_key(cfg)
+    node_name, leaf = key.rsplit(".", 1)
+    node = cfg
+    for part in node_name.split("."):
+        node = node[part]
+    if node[leaf] != len(names):
+        logger.warning(
+            f"setting {key} from {node[leaf]} to {len(names)}, the number of categories "
+            f"of dataset {dataset!r}"
+        )
+        node[leaf] = len(names)
+    if "RETINAMASK" in cfg.MODEL:
+        cfg.MODEL.RETINAMASK.CLASS_NAMES = names
+        cfg.MODEL.RETINAMASK.DATASET_CATEGORY_IDS = sorted(id_map, key=id_map.get)
