@@ -52,7 +52,7 @@ def _cfg():
     add_retinamask_config(cfg)
     cfg.merge_from_file(str(CONFIG))
     cfg.MODEL.DEVICE = "cpu"
-    cfg.MODEL.RETINANET.NUM_CLASSES = cfg.MODEL.ROI_HEADS.NUM_CLASSES = 80
+    cfg.MODEL.RETINANET.NUM_CLASSES = 80
     return cfg
 
 

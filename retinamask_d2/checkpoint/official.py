@@ -22,7 +22,7 @@ Unknown, missing and mis-shaped tensors stop the conversion with their full list
 
 import hashlib
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -82,45 +82,46 @@ def to_detectron2_checkpoint(model_state: dict[str, Tensor], source: str | Path)
     }
 
 
+# Renamed prefixes whose layout is the same (the official head towers are, like detectron2's,
+# Sequential(conv, [GroupNorm], ReLU) repeated, so their indices match).
+_PREFIXES = {
+    "backbone.top_block.": "backbone.fpn.top_blocks.",
+    "head.cls_subnet.": "rpn.head.cls_tower.",
+    "head.bbox_subnet.": "rpn.head.bbox_tower.",
+    "head.cls_score.": "rpn.head.cls_logits.",
+    "head.bbox_pred.": "rpn.head.bbox_pred.",
+    "mask_branch.mask_head.mask_fcn": "mask.feature_extractor.mask_fcn",
+    "mask_branch.mask_head.deconv.": "mask.predictor.conv5_mask.",
+    "mask_branch.mask_head.predictor.": "mask.predictor.mask_fcn_logits.",
+}
+
+
 def _official_name(key: str, normed: bool = False) -> str | None:
-    """The official name of a detectron2 tensor (or FrozenBN module prefix); None when the name
-    has no official counterpart. ``normed``: the tensor belongs to an FPN conv with a norm, which
-    the official code builds as ``Sequential(conv, norm)``."""
-    rules: list[tuple[str, str]] = [
-        (r"backbone\.bottom_up\.stem\.conv1\.norm(.*)", r"backbone.body.stem.bn1\1"),
-        (r"backbone\.bottom_up\.stem\.conv1(.*)", r"backbone.body.stem.conv1\1"),
-        (r"backbone\.bottom_up\.res(\d)\.(\d+)\.shortcut\.norm(.*)", r"L\1.\2.downsample.1\3"),
-        (r"backbone\.bottom_up\.res(\d)\.(\d+)\.shortcut(.*)", r"L\1.\2.downsample.0\3"),
-        (r"backbone\.bottom_up\.res(\d)\.(\d+)\.conv(\d)\.norm(.*)", r"L\1.\2.bn\3\4"),
-        (r"backbone\.bottom_up\.res(\d)\.(\d+)\.conv(\d)(.*)", r"L\1.\2.conv\3\4"),
-        (r"backbone\.fpn_lateral(\d)\.norm(.*)", r"F\1.fpn_inner.1\2"),
-        (r"backbone\.fpn_output(\d)\.norm(.*)", r"F\1.fpn_layer.1\2"),
-        (r"backbone\.fpn_lateral(\d)\.(.*)", r"F\1.fpn_inner.\2"),
-        (r"backbone\.fpn_output(\d)\.(.*)", r"F\1.fpn_layer.\2"),
-        (r"backbone\.top_block\.(p[67])(.*)", r"backbone.fpn.top_blocks.\1\2"),
-        (r"head\.cls_subnet\.(.*)", r"rpn.head.cls_tower.\1"),
-        (r"head\.bbox_subnet\.(.*)", r"rpn.head.bbox_tower.\1"),
-        (r"head\.cls_score(.*)", r"rpn.head.cls_logits\1"),
-        (r"head\.bbox_pred(.*)", r"rpn.head.bbox_pred\1"),
-        (r"mask_branch\.mask_head\.(mask_fcn\d+)(.*)", r"mask.feature_extractor.\1\2"),
-        (r"mask_branch\.mask_head\.deconv(.*)", r"mask.predictor.conv5_mask\1"),
-        (r"mask_branch\.mask_head\.predictor(.*)", r"mask.predictor.mask_fcn_logits\1"),
-    ]
-    for pattern, replacement in rules:
-        match = re.fullmatch(pattern, key)
-        if match is None:
-            continue
-        name = match.expand(replacement)
-        if name.startswith("L"):  # detectron2 res2..res5 are the official layer1..layer4
-            stage, rest = name[1:].split(".", 1)
-            return f"backbone.body.layer{int(stage) - 1}.{rest}"
-        if name.startswith("F"):  # detectron2 level 3 (res3) is the official FPN block 2
-            level, rest = name[1:].split(".", 1)
-            block, rest = rest.split(".", 1)
-            if normed and not rest.startswith("1."):
-                rest = f"0.{rest}"
-            return f"backbone.fpn.{block}{int(level) - 1}.{rest}"
-        return name
+    """The official name of a detectron2 tensor or FrozenBN module; None when it has none.
+
+    ``normed``: ``key`` belongs to an FPN conv with a norm, which the official code builds as
+    ``Sequential(conv, norm)``.
+    """
+    if m := re.fullmatch(r"backbone\.bottom_up\.stem\.conv1(\.norm)?(.*)", key):
+        return f"backbone.body.stem.{'bn1' if m[1] else 'conv1'}{m[2]}"
+    if m := re.fullmatch(
+        r"backbone\.bottom_up\.res(\d)\.(\d+)\.(shortcut|conv\d)(\.norm)?(.*)", key
+    ):
+        # detectron2's res2..res5 are the official layer1..layer4
+        part, norm = m[3], bool(m[4])
+        if part == "shortcut":
+            part = "downsample.1" if norm else "downsample.0"
+        elif norm:
+            part = f"bn{part[-1]}"
+        return f"backbone.body.layer{int(m[1]) - 1}.{m[2]}.{part}{m[5]}"
+    if m := re.fullmatch(r"backbone\.fpn_(lateral|output)(\d)(\.norm)?(.*)", key):
+        # detectron2's level 3 (from res3) is the official FPN block 2 (block 1 is C2's, unused)
+        block = {"lateral": "fpn_inner", "output": "fpn_layer"}[m[1]] + str(int(m[2]) - 1)
+        inner = ".1" if m[3] else ".0" if normed else ""
+        return f"backbone.fpn.{block}{inner}{m[4]}"
+    for ours, theirs in _PREFIXES.items():
+        if key.startswith(ours):
+            return theirs + key[len(ours) :]
     return None
 
 
@@ -159,6 +160,7 @@ def convert_official_state_dict(
             whose shape does not fit the model, and every level whose anchors differ.
     """
     official = {k.removeprefix("module."): v for k, v in official.items()}
+    anchor_sizes, aspect_ratios = _per_level(anchor_sizes), _per_level(aspect_ratios)
     target = model.state_dict()
     frozen_bn = {
         name: module.eps
@@ -181,7 +183,7 @@ def convert_official_state_dict(
         if key in _TRAINING_ONLY:
             converted[key] = like.clone()
             continue
-        module_name, _, param = key.rpartition(".")
+        module_name = key.rpartition(".")[0]
         if module_name in frozen_bn:
             continue  # converted per module below
         name = _official_name(key, normed=f"{module_name}.norm.weight" in target)
@@ -253,6 +255,11 @@ def convert_official_state_dict(
     return converted
 
 
+def _per_level(values: Sequence) -> list[list[float]]:
+    """detectron2's anchor sizes or ratios as a list per level (one list: every level's)."""
+    return [list(v) for v in values] if isinstance(values[0], Sequence) else [list(values)]
+
+
 def _check_cell_anchors(
     official: Mapping[str, Tensor],
     used: set[str],
@@ -261,7 +268,8 @@ def _check_cell_anchors(
     aspect_ratios: list[list[float]],
 ) -> list[str]:
     """Compare the official checkpoint's stored cell anchors (one per level) with the official
-    anchors of the config's sizes, ratios and strides; return one line per mismatch."""
+    anchors of the config's sizes, ratios and strides; return one line per mismatch, and add the
+    compared keys to ``used``."""
     stored = {int(m.group(1)): k for k in official if (m := _ANCHORS.fullmatch(k))}
     if not stored:
         return []
