@@ -238,7 +238,7 @@ def _per_anchor(t: torch.Tensor, k: int) -> torch.Tensor:
 def _official_mask_logits(sd, features, boxes, num_convs):
     """The official mask head for ``boxes`` (in the official box convention): LevelMapper
     (canonical 224 at level 4, P3-P5), unaligned RoIAlign 14x14 with 2x2 samples, convs,
-    deconv, 81-class logits."""
+    deconv, 81-class logits; and the level index of each box."""
     area = (boxes[:, 2] - boxes[:, 0] + 1) * (boxes[:, 3] - boxes[:, 1] + 1)
     levels = torch.floor(4 + torch.log2(area.sqrt() / 224 + 1e-6)).clamp(3, 5).long() - 3
     x = torch.zeros(len(boxes), FPN_DIM, 14, 14)
@@ -254,9 +254,10 @@ def _official_mask_logits(sd, features, boxes, num_convs):
             x, sd["mask.predictor.conv5_mask.weight"], sd["mask.predictor.conv5_mask.bias"], 2
         )
     )
-    return F.conv2d(
+    logits = F.conv2d(
         x, sd["mask.predictor.mask_fcn_logits.weight"], sd["mask.predictor.mask_fcn_logits.bias"]
     )
+    return logits, levels
 
 
 # ---- the tests ----------------------------------------------------------------------------------
@@ -282,7 +283,7 @@ def test_converted_model_computes_the_official_scores_deltas_and_mask_logits(gn)
     official = _official_state_dict(cfg, gn)
     torch.manual_seed(0)
     model = build_model(cfg).eval()
-    missing, unexpected = model.load_state_dict(_convert(official, model, cfg), strict=True)
+    model.load_state_dict(_convert(official, model, cfg), strict=True)
     image = torch.rand(3, 88, 120, generator=torch.Generator().manual_seed(1)) * 255
     with torch.no_grad():
         x = model.preprocess_image([{"image": image}]).tensor
@@ -318,11 +319,12 @@ def test_converted_model_computes_the_official_scores_deltas_and_mask_logits(gn)
             _assert_close(got_deltas, want_deltas[match])
 
         # one box per pooling level (P3, P4, P5), away from the level boundaries
-        boxes = torch.tensor([[4.0, 6.0, 40.0, 50.0], [10.0, 2.0, 110.0, 80.0], [0, 0, 119, 87]])
+        boxes = torch.tensor([[4.0, 6.0, 40.0, 50.0], [0, 0, 250, 230], [-10, -20, 500, 480]])
         mask_features = [features[f] for f in model.mask_branch.in_features]
         pooled = model.mask_branch.pooler(mask_features, [Boxes(boxes)])
         got_masks = model.mask_branch.mask_head.layers(pooled)
-        want_masks = _official_mask_logits(official, want_features[:3], boxes, 2)
+        want_masks, levels = _official_mask_logits(official, want_features[:3], boxes, 2)
+    assert levels.tolist() == [0, 1, 2]
     assert got_masks.shape == (3, NUM_CLASSES, 28, 28)
     _assert_close(got_masks, want_masks[:, 1:])
 
