@@ -51,6 +51,10 @@ def add_retinamask_config(cfg: CN) -> None:
     # RetinaNet's best (low-quality) anchor matching: each GT's highest-IoU anchors are positive.
     # detectron2 hard-codes it on; this switch exposes it (paper: on).
     _C.MODEL.RETINAMASK.ALLOW_LOW_QUALITY_MATCHES = True
+    # With MODEL.FPN.NORM set, give the FPN's lateral and output convs a bias before their norm,
+    # as the official GN models have (detectron2's FPN drops it). Not redundant under GN: a
+    # per-channel shift changes the statistics of its group.
+    _C.MODEL.RETINAMASK.FPN_NORM_CONV_BIAS = False
 
     # Multiplies the smooth L1 loss_box_reg (fixed or self-adjusting beta). detectron2 divides the
     # box loss summed over the 4 coordinates by the number of positive anchors; the official code

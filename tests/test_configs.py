@@ -89,6 +89,14 @@ def test_paper_configs_switch_the_whole_recipe_on(path):
     gn = "GN" in path.name
     assert (cfg.MODEL.FPN.NORM == "GN") == gn and (cfg.MODEL.RETINANET.NORM == "GN") == gn
     assert cfg.MODEL.WEIGHTS.startswith("detectron2://ImageNetPretrained/")
+    # the official inference: anchors, thresholds, candidates, detections, input mean
+    assert cfg.MODEL.ANCHOR_GENERATOR.NAME == "RetinaMaskOfficialAnchorGenerator"
+    assert cfg.MODEL.ANCHOR_GENERATOR.OFFSET == 0.5
+    assert cfg.MODEL.RETINANET.SCORE_THRESH_TEST == 0.05
+    assert cfg.MODEL.RETINANET.TOPK_CANDIDATES_TEST == 1000
+    assert cfg.TEST.DETECTIONS_PER_IMAGE == 100
+    assert cfg.MODEL.PIXEL_MEAN == [102.9801, 115.9465, 122.7717]
+    assert cfg.MODEL.RETINAMASK.FPN_NORM_CONV_BIAS == gn
 
 
 def test_p2_config_pools_small_boxes_from_p2_and_keeps_the_box_branch():

@@ -1,5 +1,7 @@
-"""RetinaMask's model; importing this module registers the meta-architecture and the backbone."""
+"""RetinaMask's model; importing this module registers the meta-architecture, the backbone and
+the official-shape anchor generator."""
 
+from .anchor_generator import RetinaMaskOfficialAnchorGenerator
 from .backbone import build_retinamask_resnet_fpn_backbone
 from .mask_branch import RetinaMaskBranch
 from .mask_rois import select_mask_training_rois
@@ -9,6 +11,7 @@ from .smooth_l1 import SelfAdjustingSmoothL1Loss
 __all__ = [
     "RetinaMask",
     "RetinaMaskBranch",
+    "RetinaMaskOfficialAnchorGenerator",
     "SelfAdjustingSmoothL1Loss",
     "build_retinamask_resnet_fpn_backbone",
     "select_mask_training_rois",

@@ -5,6 +5,7 @@ from detectron2.modeling import BACKBONE_REGISTRY
 from detectron2.modeling.backbone import FPN, Backbone
 from detectron2.modeling.backbone.fpn import LastLevelP6P7
 from detectron2.modeling.backbone.resnet import build_resnet_backbone
+from torch import nn
 
 
 @BACKBONE_REGISTRY.register()
@@ -13,11 +14,12 @@ def build_retinamask_resnet_fpn_backbone(cfg, input_shape: ShapeSpec) -> Backbon
 
     The official RetinaMask code feeds P6 from the FPN's P5; detectron2's
     ``build_retinanet_resnet_fpn_backbone`` feeds it from res5. Everything else
-    (lateral/output convs, ``MODEL.FPN.NORM`` for GN, fuse type) is detectron2's FPN.
+    (lateral/output convs, ``MODEL.FPN.NORM`` for GN, fuse type) is detectron2's FPN; with a
+    norm, ``MODEL.RETINAMASK.FPN_NORM_CONV_BIAS`` adds the official convs' bias.
     """
     bottom_up = build_resnet_backbone(cfg, input_shape)
     out_channels = cfg.MODEL.FPN.OUT_CHANNELS
-    return FPN(
+    fpn = FPN(
         bottom_up=bottom_up,
         in_features=cfg.MODEL.FPN.IN_FEATURES,
         out_channels=out_channels,
@@ -25,3 +27,7 @@ def build_retinamask_resnet_fpn_backbone(cfg, input_shape: ShapeSpec) -> Backbon
         top_block=LastLevelP6P7(out_channels, out_channels, in_feature="p5"),
         fuse_type=cfg.MODEL.FPN.FUSE_TYPE,
     )
+    if cfg.MODEL.FPN.NORM and cfg.MODEL.RETINAMASK.FPN_NORM_CONV_BIAS:
+        for conv in [*fpn.lateral_convs, *fpn.output_convs]:
+            conv.bias = nn.Parameter(conv.weight.new_zeros(conv.out_channels))
+    return fpn
