@@ -55,6 +55,10 @@ SWITCH_TESTS = {
     "SELF_ADJUSTING_SMOOTH_L1.MOMENTUM": ADJUSTING,
     "SELF_ADJUSTING_SMOOTH_L1.BETA_MAX": ADJUSTING,
     "SELF_ADJUSTING_SMOOTH_L1.BETA_MIN": ADJUSTING,
+    "FPN_NORM_CONV_BIAS": (
+        "test_convert_official",
+        "test_gn_fpn_bias_needs_the_switch_and_anchors_must_match_the_config",
+    ),
     "CLASS_NAMES": METADATA,
     "DATASET_CATEGORY_IDS": METADATA,
 }

@@ -89,6 +89,11 @@ def test_paper_configs_switch_the_whole_recipe_on(path):
     gn = "GN" in path.name
     assert (cfg.MODEL.FPN.NORM == "GN") == gn and (cfg.MODEL.RETINANET.NORM == "GN") == gn
     assert cfg.MODEL.WEIGHTS.startswith("detectron2://ImageNetPretrained/")
+    # Warm-up over the official number of images: 500 x 8, 500 x 4.
+    official_batch = 8 if cfg.MODEL.RESNETS.DEPTH == 50 else 4
+    assert cfg.SOLVER.WARMUP_ITERS * cfg.SOLVER.IMS_PER_BATCH == 500 * official_batch
+    assert cfg.SOLVER.WEIGHT_DECAY_NORM == (1e-4 if gn else 0.0)  # official decays GN weights
+    assert cfg.MODEL.ANCHOR_GENERATOR.OFFSET == 0.5
     # the official inference: anchors, thresholds, candidates, detections, input mean
     assert cfg.MODEL.ANCHOR_GENERATOR.NAME == "RetinaMaskOfficialAnchorGenerator"
     assert cfg.MODEL.ANCHOR_GENERATOR.OFFSET == 0.5
