@@ -32,7 +32,7 @@ COLORS = {
     "retinamask_no_mask_loss": "tab:orange",
     "retinamask_p2": "tab:purple",
 }
-# The targets of issue 6, each a ratio or difference measured within one run.
+# The benchmark targets, each a ratio or difference measured within one run.
 BOX_AP_GAIN = 1.0  # RetinaMask box AP >= RetinaNet box AP + 1
 MASK_AP_LOSS = 1.0  # RetinaMask mask AP >= Mask R-CNN mask AP - 1
 INFERENCE_OVER_RETINANET = 1.15  # RetinaMask ms/image <= 1.15 x RetinaNet's
