@@ -2,8 +2,9 @@
 `python -m retinamask_d2.env`: what this environment runs on.
 
 Prints the versions of Python, torch, torchvision and detectron2, how detectron2 was installed
-(the route recorded by scripts/provision_detectron2.py) and whether its compiled extension
-`detectron2._C` is present (without it the pure-Python parts RetinaMask uses still work).
+(the route recorded by scripts/provision_detectron2.py; route a for a detectron2 it did not
+install) and whether its compiled extension `detectron2._C` is present (without it the
+pure-Python parts RetinaMask uses still work).
 """
 
 from __future__ import annotations
@@ -22,13 +23,20 @@ ROUTE_NAMES = {
 }
 
 
-def detectron2_route() -> dict:
-    """The provisioning record, or a note that detectron2 was installed some other way."""
+def detectron2_route(location: str, route_file: Path = ROUTE_FILE) -> dict:
+    """
+    How the detectron2 at `location` was installed.
+
+    The provisioning record describes it only if it names that location: a detectron2 the user
+    installed (with no record, or over one) is what the provisioning script keeps as route a.
+    """
     try:
-        return json.loads(ROUTE_FILE.read_text())
+        record = json.loads(route_file.read_text())
     except (OSError, ValueError):
-        source = f"not installed by scripts/provision_detectron2.py (no {ROUTE_FILE})"
-        return {"route": "unknown", "source": source}
+        record = {}
+    if record.get("location") == location:
+        return record
+    return {"route": "a", "source": "installed outside scripts/provision_detectron2.py"}
 
 
 def has_c_extension() -> bool:
@@ -43,13 +51,14 @@ def collect() -> dict[str, str]:
     import torch
     import torchvision
 
-    route = detectron2_route()
+    location = str(Path(detectron2.__file__).parent)
+    route = detectron2_route(location)
     rows = {
         "python": platform.python_version(),
         "torch": torch.__version__,
         "torchvision": torchvision.__version__,
         "CUDA available": str(torch.cuda.is_available()),
-        "detectron2": f"{detectron2.__version__} @ {Path(detectron2.__file__).parent}",
+        "detectron2": f"{detectron2.__version__} @ {location}",
         "detectron2 route": ROUTE_NAMES.get(route["route"], route["route"]),
         "detectron2 source": route["source"],
         "detectron2._C": "present" if has_c_extension() else "absent (pure-Python install)",

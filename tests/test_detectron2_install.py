@@ -18,11 +18,13 @@ from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.common import MapDataset
 from detectron2.data.datasets import register_coco_instances
+from detectron2.engine import hooks
 from detectron2.evaluation import COCOEvaluator
 from detectron2.modeling import build_model
 from detectron2.structures import BitMasks, Boxes, BoxMode, Instances, PolygonMasks
 from detectron2.utils import comm
 from detectron2.utils.events import EventStorage
+from detectron2.utils.testing import assert_instances_allclose
 
 from retinamask_d2.env import has_c_extension
 from tests.common import launch_retrying_exit_aborts
@@ -127,6 +129,47 @@ def test_retinanet_from_detectron2_config_trains_and_infers():
     assert (boxes[:, 0] >= 0).all() and (boxes[:, 2] <= 192).all() and (boxes[:, 3] <= 128).all()
     assert (inst.scores[:-1] >= inst.scores[1:]).all() if len(inst) > 1 else True
     assert set(inst.pred_classes.tolist()) <= {0, 1}
+
+
+def test_traced_retinanet_matches_eager_on_another_image_size():
+    # `import detectron2.export` needed caffe2 (gone from torch 2) before a patch.
+    from detectron2.export import TracingAdapter
+
+    cfg = tiny_retinanet_cfg()
+    cfg.MODEL.RETINANET.SCORE_THRESH_TEST = 0.0  # random weights: keep detections to compare
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+
+    def inference(model, image):
+        return model([{"image": image}])[0]["instances"]
+
+    trace_image, test_image = torch.rand(3, 64, 96) * 255, torch.rand(3, 96, 128) * 255
+    with torch.no_grad():
+        adapter = TracingAdapter(model, trace_image, inference)
+        traced = torch.jit.trace(adapter, (trace_image,))
+        expected = inference(model, test_image)
+        got = adapter.outputs_schema(traced(test_image))
+    assert len(expected) > 0
+    assert_instances_allclose(expected, got, size_as_tensor=True)
+
+
+def test_lr_scheduler_hook_keeps_the_state_of_a_torch_scheduler():
+    # torch 2 schedulers derive from LRScheduler, not _LRScheduler: before a patch the hook
+    # checkpointed nothing for them, and a resumed run restarted the schedule.
+    param = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([param], lr=0.1)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=3)
+    for _ in range(7):
+        optimizer.step()
+        scheduler.step()
+    state = hooks.LRScheduler(optimizer, scheduler).state_dict()
+    assert state["last_epoch"] == 7
+
+    resumed_optimizer = torch.optim.SGD([param], lr=0.1)
+    resumed = torch.optim.lr_scheduler.StepLR(resumed_optimizer, step_size=3)
+    hooks.LRScheduler(resumed_optimizer, resumed).load_state_dict(state)
+    assert resumed.last_epoch == 7
+    assert resumed.get_last_lr() == pytest.approx([0.1 * 0.1**2])
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
 """The package installs with its configs, and the environment report names the detectron2 route."""
 
+import json
 import re
 import shutil
 import subprocess
@@ -9,6 +10,8 @@ from pathlib import Path
 
 import detectron2
 import torch
+
+from retinamask_d2.env import detectron2_route
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -37,3 +40,15 @@ def test_env_report_names_versions_and_route():
     assert rows["detectron2"].startswith(detectron2.__version__ + " @ ")
     assert rows["detectron2 route"][0] in "abc"
     assert rows["detectron2._C"].split()[0] in {"present", "absent"}
+
+
+def test_env_route_is_a_unless_the_record_names_this_detectron2(tmp_path):
+    record_file = tmp_path / "detectron2_route.json"
+    here = "/env/site-packages/detectron2"
+    # No record: a detectron2 the user installed, which the provisioning script keeps (route a).
+    assert detectron2_route(here, record_file)["route"] == "a"
+    record = {"route": "c", "source": "sdist", "patches": ["0001-x.patch"], "location": here}
+    record_file.write_text(json.dumps(record))
+    assert detectron2_route(here, record_file) == record
+    # A record of another detectron2 (the user installed theirs over it) does not describe this one.
+    assert detectron2_route("/elsewhere/detectron2", record_file)["route"] == "a"
