@@ -1,29 +1,45 @@
 """RetinaMask as one tensor-in, tensors-out module that TorchScript and ONNX can hold.
 
 ``ExportableRetinaMask`` runs the eager model's own inference pieces (``preprocess_image``, the
-backbone, ``forward_inference`` with its NMS, ``predict_masks``, ``detector_postprocess``) on one
-uint8 image and returns plain tensors, masks pasted at the image's size. detectron2's
-``TracingAdapter`` would flatten the same outputs, but ``detectron2.export`` imports caffe2 in
-detectron2 v0.6 and so cannot be relied on to import; and the eager model's own pasting
-(``paste_masks_in_image``) is scripted under tracing, with a per-box loop that the ONNX exporter
-cannot turn into a graph, so the pasting here is :func:`paste_masks`, one grid_sample for all
-masks (detectron2's ``_do_paste_mask`` without its CPU-only cropping).
+backbone, ``forward_inference`` with its NMS, the mask branch's pooler and head,
+``detector_postprocess``) on one uint8 image and returns plain tensors, masks pasted at the
+image's size. It is traced with ``torch.jit.trace`` / ``torch.onnx.export`` directly rather than
+through detectron2's ``TracingAdapter``: ``detectron2.export`` imports caffe2 in detectron2 v0.6,
+so it cannot be relied on to import, and a module that already takes and returns tensors needs
+no adapter. Two steps of the eager path do not trace to a graph that holds for other images (see
+:func:`mask_probabilities` and :func:`paste_masks`) and are restated here with the same results.
 """
+
+import warnings
+from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
+from detectron2.config import CfgNode
 from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.structures import Instances
 from torch import Tensor, nn
 
+from retinamask_d2.modeling.mask_branch import RetinaMaskBranch, _fast_layout
 from retinamask_d2.modeling.retinamask import RetinaMask, _with_clipped_boxes
 
-__all__ = ["OUTPUT_NAMES", "ExportableRetinaMask", "paste_masks"]
+__all__ = [
+    "ONNX_OPSET",
+    "OUTPUT_NAMES",
+    "ExportableRetinaMask",
+    "describe",
+    "export_onnx",
+    "export_torchscript",
+    "paste_masks",
+]
 
 INPUT_NAME = "image"
 OUTPUT_NAMES = ("boxes", "scores", "classes", "masks")
 # detector_postprocess's default: a pixel belongs to the instance when its probability is >= it.
 MASK_THRESHOLD = 0.5
+# The lowest opset with GridSample (16) and RoiAlign's half-pixel (aligned) coordinates (16).
+ONNX_OPSET = 17
 
 
 def paste_masks(
@@ -33,8 +49,10 @@ def paste_masks(
     resampled bilinearly into its box (N, 4, XYXY) of an H x W image and thresholded.
 
     The same sampling as detectron2's ``paste_masks_in_image`` (pixel centres, align_corners
-    False, zeros outside the M x M map), for all masks in one ``grid_sample`` so that the traced
-    graph holds no per-box loop.
+    False, zeros outside the M x M map), for all masks in one ``grid_sample`` (its
+    ``_do_paste_mask`` without the CPU path's cropping to the boxes): ``paste_masks_in_image``
+    is scripted under tracing and pastes in a loop whose chunk sizes the ONNX exporter cannot
+    turn into a graph.
     """
     x0, y0, x1, y1 = boxes.split(1, dim=1)  # each (N, 1)
     ys = torch.arange(height, dtype=boxes.dtype, device=boxes.device) + 0.5
@@ -50,6 +68,24 @@ def paste_masks(
     )
     pasted = F.grid_sample(mask_probs, grid.to(mask_probs.dtype), align_corners=False)
     return pasted[:, 0] >= MASK_THRESHOLD
+
+
+def mask_probabilities(
+    branch: RetinaMaskBranch, features: list[Tensor], detections: Instances
+) -> Tensor:
+    """(N, 1, M, M) mask probabilities of one image's ``detections``: ``branch.predict``, with
+    the class's mask picked as ``mask_rcnn_inference`` picks it.
+
+    Not ``branch.predict`` itself: ``mask_rcnn_inference`` splits the masks by a Python count of
+    the detections, which tracing records as a constant, so the traced model would fail on
+    images with another number of detections.
+    """
+    pooled = branch.pooler(features, [detections.pred_boxes])
+    logits = branch.mask_head.layers(_fast_layout(pooled))
+    if logits.shape[1] > 1:  # class-specific masks
+        classes = detections.pred_classes
+        logits = logits[torch.arange(classes.shape[0], device=classes.device), classes][:, None]
+    return logits.sigmoid()
 
 
 class ExportableRetinaMask(nn.Module):
@@ -84,15 +120,13 @@ class ExportableRetinaMask(nn.Module):
         mask_features = [all_features[f] for f in model.mask_branch.in_features]
         (detections,) = model.forward_inference(images, features, model.head(features))
         detections = _with_clipped_boxes(detections)
-        (masked,) = model.predict_masks(mask_features, [detections])
         height, width = images.image_sizes[0]
 
         if model.test_topk_masks > 0:
+            masked = detections[: model.test_topk_masks]
             # Under its own name the M x M masks follow detector_postprocess's box filtering
             # without being pasted by it.
-            fields = masked.get_fields()
-            masked = Instances(masked.image_size, **fields, mask_probs=fields["pred_masks"])
-            masked.remove("pred_masks")
+            masked.mask_probs = mask_probabilities(model.mask_branch, mask_features, masked)
             masked = detector_postprocess(masked, height, width)
             masks = paste_masks(masked.mask_probs, masked.pred_boxes.tensor, height, width)
         else:
@@ -107,3 +141,96 @@ class ExportableRetinaMask(nn.Module):
         classes = torch.cat([k.pred_classes for k in kept])
         return boxes, scores, classes, masks
 
+
+def export_torchscript(
+    model: RetinaMask, sample: Tensor, path: str | Path
+) -> torch.jit.ScriptModule:
+    """Trace :class:`ExportableRetinaMask` of ``model`` on ``sample`` ((H, W, 3) uint8) and save
+    it to ``path``; return the traced module.
+
+    Tracing records the sample's control flow; sizes and counts stay symbolic, so the file runs
+    on other image sizes and detection counts (the tests check it against the eager model). The
+    tracer's warnings about Python values are those very sizes and are silenced; the trace
+    checker is off because it reruns on the same sample, which the tests' other sizes supersede.
+    """
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        traced = torch.jit.trace(ExportableRetinaMask(model), (sample,), check_trace=False)
+    traced.save(str(path))
+    return traced
+
+
+def export_onnx(model: RetinaMask, sample: Tensor, path: str | Path) -> None:
+    """Export :class:`ExportableRetinaMask` of ``model``, traced on ``sample``, to ONNX at
+    ``path``, with the image's height and width and every output count dynamic.
+
+    The TorchScript-based exporter (``dynamo=False``): it converts torchvision's ``nms`` and
+    ``roi_align`` to ONNX's NonMaxSuppression and RoiAlign and keeps data-dependent sizes
+    (score thresholding, NMS) symbolic, where ``torch.export`` would need each of them declared.
+    """
+    dims = {
+        INPUT_NAME: {0: "height", 1: "width"},
+        "boxes": {0: "detections"},
+        "scores": {0: "detections"},
+        "classes": {0: "detections"},
+        "masks": {0: "masked", 1: "height", 2: "width"},
+    }
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        torch.onnx.export(
+            ExportableRetinaMask(model),
+            (sample,),
+            str(path),
+            dynamo=False,
+            opset_version=ONNX_OPSET,
+            input_names=[INPUT_NAME],
+            output_names=list(OUTPUT_NAMES),
+            dynamic_axes=dims,
+        )
+
+
+def describe(cfg: CfgNode, model: RetinaMask, format: str, file_name: str) -> dict[str, Any]:
+    """What a user of the exported file needs to know without this package: its input and
+    outputs, the preprocessing inside it and the resize expected before it, the class names."""
+    masked = "masked" if model.test_topk_masks > 0 else 0
+    return {
+        "file": file_name,
+        "format": format,
+        "method": "tracing",
+        **({"opset": ONNX_OPSET} if format == "onnx" else {}),
+        "inputs": [
+            {
+                "name": INPUT_NAME,
+                "shape": ["height", "width", 3],
+                "dtype": "uint8",
+                "channel_order": cfg.INPUT.FORMAT,
+            }
+        ],
+        "outputs": [
+            {"name": "boxes", "shape": ["detections", 4], "dtype": "float32", "layout": "XYXY"},
+            {"name": "scores", "shape": ["detections"], "dtype": "float32"},
+            {"name": "classes", "shape": ["detections"], "dtype": "int64"},
+            {"name": "masks", "shape": [masked, "height", "width"], "dtype": "bool"},
+        ],
+        "preprocessing_inside": {
+            "normalisation": "(image - pixel_mean) / pixel_std, per channel in channel_order",
+            "pixel_mean": [float(v) for v in cfg.MODEL.PIXEL_MEAN],
+            "pixel_std": [float(v) for v in cfg.MODEL.PIXEL_STD],
+            "pad_to_multiple_of": int(model.backbone.size_divisibility),
+        },
+        "resize_before": {
+            "shortest_edge": int(cfg.INPUT.MIN_SIZE_TEST),
+            "max_size": int(cfg.INPUT.MAX_SIZE_TEST),
+            "interpolation": "bilinear",
+        },
+        "postprocessing_inside": {
+            "score_threshold": float(model.test_score_thresh),
+            "candidates_per_level": int(model.test_topk_candidates),
+            "nms_threshold": float(model.test_nms_thresh),
+            "max_detections": int(model.max_detections_per_image),
+            "masks_for_top": int(model.test_topk_masks),
+            "drop_unmasked": bool(model.drop_unmasked),
+            "mask_threshold": MASK_THRESHOLD,
+        },
+        "class_names": list(cfg.MODEL.RETINAMASK.CLASS_NAMES),
+    }
