@@ -3,6 +3,7 @@
 import importlib.util
 import json
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -228,3 +229,23 @@ def test_description_counts_no_masks_for_box_only_models():
     assert info["outputs"][3]["shape"] == [0, "height", "width"]
     assert info["postprocessing_inside"]["score_threshold"] == pytest.approx(0.05)
     assert math.isclose(info["preprocessing_inside"]["pixel_mean"][0], 104.0)
+
+
+def test_speed_table_comes_from_the_benchmark_json():
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import report
+
+    timing = {"ms": 90.4, "median_ms": 120.0, "n": 3}
+    same = {"same_count_as_eager": True, "detections": 100, "max_box_diff_px": 1.5e-5}
+    row = {
+        "model": "R50-FPN",
+        "input": [800, 1333],
+        "eager_detections": 100,
+        "eager": timing,
+        "torchscript": {**timing, **same, "max_score_diff": 0.0},
+        "onnxruntime": {**timing, "same_count_as_eager": False, "detections": 98},
+    }
+    table = report.export_markdown({"device": "CPU X", "onnxruntime": "1.0", "rows": [row]})
+    assert "| R50-FPN | 800×1333 | 90 (120) | 90 (120) | 90 (120) |" in table
+    assert "same 100 detections, boxes within 2e-05 px" in table
+    assert "ONNX: 98 detections against 100 |" in table
