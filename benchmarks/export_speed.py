@@ -5,8 +5,8 @@ with random weights set up to return their full 100 detections, 50 of them with 
 post-processing work): the quickstart model's class bias raised to 0 (scores near 0.5), the COCO
 model's box regressors zeroed as in ``inference_cost.py``. The three runtimes take turns on the
 same image, one call each per round, in one process; the number reported is the fastest call
-(other load only adds time), the median alongside. Each exported file's results on that image
-are compared with the eager model's (count, largest box and score difference).
+(other load only adds time), the median alongside. Each exported file's detections on that
+image are matched with the eager model's (class, score within 1e-4, box within 1e-3 px).
 
     python benchmarks/export_speed.py --threads 1                # both scales
     python benchmarks/export_speed.py --scales quickstart --rounds 20
@@ -98,16 +98,29 @@ def runtimes(model, image: torch.Tensor, folder: Path, threads: int) -> dict:
 
 
 def agreement(outputs, reference) -> dict:
-    """How the exported results on the benchmark image compare with the eager ones."""
-    boxes, scores = (torch.as_tensor(np.asarray(o)) for o in outputs[:2])
-    ref_boxes, ref_scores = reference[0], reference[1]
-    same = len(boxes) == len(ref_boxes)
+    """How the exported results on the benchmark image compare with the eager ones: how many
+    exported detections have an eager one of the same class, score (within 1e-4) and box
+    (within 1e-3 px), each eager one used once, and the largest differences among those.
+    Matched as a set, not by position: detections of equal scores may come in either order."""
+    boxes, scores, classes = (torch.as_tensor(np.asarray(o)) for o in outputs[:3])
+    ref_boxes, ref_scores, ref_classes = reference
+    unused = set(range(len(ref_boxes)))
+    box_diffs, score_diffs = [], []
+    for box, score, cls in zip(boxes, scores, classes):
+        for j in sorted(unused):
+            box_diff = float((ref_boxes[j] - box).abs().max())
+            score_diff = abs(float(ref_scores[j] - score))
+            if int(ref_classes[j]) == int(cls) and box_diff <= 1e-3 and score_diff <= 1e-4:
+                unused.remove(j)
+                box_diffs.append(box_diff)
+                score_diffs.append(score_diff)
+                break
     return {
         "detections": len(boxes),
         "masks": len(outputs[3]),
-        "same_count_as_eager": same,
-        "max_box_diff_px": float((boxes - ref_boxes).abs().max()) if same and len(boxes) else None,
-        "max_score_diff": float((scores - ref_scores).abs().max()) if same and len(boxes) else None,
+        "matched_eager": len(box_diffs),
+        "max_box_diff_px": max(box_diffs, default=None),
+        "max_score_diff": max(score_diffs, default=None),
     }
 
 
@@ -130,6 +143,9 @@ def measure(scale: str, rounds: int, threads: int) -> dict:
         "input": list(image.shape[:2]),
         "export_seconds": export_seconds,
         "eager_detections": len(results["eager"][0]),
+        # Detections whose score equals another's: their order, and which of them NMS keeps,
+        # may differ between runtimes.
+        "eager_tied_scores": len(results["eager"][1]) - len(results["eager"][1].unique()),
     }
     for name in RUNTIMES:
         timing = summarize_ms(seconds[name])
@@ -153,7 +169,7 @@ def main() -> None:
     previous = json.loads(args.output.read_text()) if args.output.is_file() else {"rows": []}
     rows = [r for r in previous["rows"] if r["scale"] not in args.scales]
     for scale in args.scales:
-        rounds = args.rounds or (20 if scale == "quickstart" else 3)
+        rounds = args.rounds or (50 if scale == "quickstart" else 3)
         rows.append(measure(scale, rounds, args.threads))
         print(rows[-1])
     write_json(

@@ -370,29 +370,32 @@ def export_markdown(speed: dict) -> str:
         "runtimes taking turns on one image; the median in brackets. Random weights set up to "
         "return 100 detections, 50 with masks.",
         "",
-        "| model | input | eager | TorchScript | onnxruntime | exported vs eager on that image |",
+        "| model | input | eager | TorchScript | onnxruntime | results against eager's |",
         "|---|---|---|---|---|---|",
     ]
     for row in speed["rows"]:
         cells = [f"{row[n]['ms']:.0f} ({row[n]['median_ms']:.0f})" for n in EXPORT_RUNTIMES]
         checks = "; ".join(
-            f"{label}: {_agreement(row[name], row['eager_detections'])}"
+            f"{label}: {_agreement(row[name])}"
             for name, label in (("torchscript", "TorchScript"), ("onnxruntime", "ONNX"))
         )
         height, width = row["input"]
-        lines.append(f"| {row['model']} | {height}×{width} | {' | '.join(cells)} | {checks} |")
+        ties = f"; {row['eager_tied_scores']} tied scores" if row["eager_tied_scores"] else ""
+        lines.append(
+            f"| {row['model']} | {height}×{width} | {' | '.join(cells)} "
+            f"| {row['eager_detections']} eager detections{ties}; {checks} |"
+        )
     return "\n".join(lines)
 
 
-def _agreement(result: dict, eager_detections: int) -> str:
-    if not result["same_count_as_eager"]:
-        return f"{result['detections']} detections against {eager_detections}"
-    if result["max_box_diff_px"] is None:
-        return "no detection, as eager"
-    return (
-        f"same {result['detections']} detections, boxes within {result['max_box_diff_px']:.1g} "
-        f"px, scores within {result['max_score_diff']:.1g}"
-    )
+def _agreement(result: dict) -> str:
+    text = f"{result['matched_eager']} of {result['detections']} match"
+    if result["matched_eager"]:
+        text += (
+            f" (boxes within {result['max_box_diff_px']:.1g} px, scores within "
+            f"{result['max_score_diff']:.1g})"
+        )
+    return text
 
 
 def _minutes(seconds: float) -> str:

@@ -49,10 +49,10 @@ def paste_masks(
     resampled bilinearly into its box (N, 4, XYXY) of an H x W image and thresholded.
 
     The same sampling as detectron2's ``paste_masks_in_image`` (pixel centres, align_corners
-    False, zeros outside the M x M map), for all masks in one ``grid_sample`` (its
-    ``_do_paste_mask`` without the CPU path's cropping to the boxes): ``paste_masks_in_image``
-    is scripted under tracing and pastes in a loop whose chunk sizes the ONNX exporter cannot
-    turn into a graph.
+    False, zeros outside the M x M map), for all masks in one ``grid_sample`` over the whole
+    image (its ``_do_paste_mask`` without the CPU path's cropping to the boxes). Traced,
+    ``paste_masks_in_image`` keeps the sample's crop sizes and fails on other boxes, and its ONNX
+    export does not load in onnxruntime (a Slice mixing int32 and int64 indices).
     """
     x0, y0, x1, y1 = boxes.split(1, dim=1)  # each (N, 1)
     ys = torch.arange(height, dtype=boxes.dtype, device=boxes.device) + 0.5
@@ -122,6 +122,7 @@ class ExportableRetinaMask(nn.Module):
         detections = _with_clipped_boxes(detections)
         height, width = images.image_sizes[0]
 
+        kept = []
         if model.test_topk_masks > 0:
             masked = detections[: model.test_topk_masks]
             # Under its own name the M x M masks follow detector_postprocess's box filtering
@@ -129,10 +130,9 @@ class ExportableRetinaMask(nn.Module):
             masked.mask_probs = mask_probabilities(model.mask_branch, mask_features, masked)
             masked = detector_postprocess(masked, height, width)
             masks = paste_masks(masked.mask_probs, masked.pred_boxes.tensor, height, width)
+            kept.append(masked)
         else:
             masks = torch.zeros((0, height, width), dtype=torch.bool, device=image.device)
-
-        kept = [masked] if model.test_topk_masks > 0 else []
         if model.test_topk_masks == 0 or not model.drop_unmasked:
             # The detections beyond the top k, without masks (the eager model's empty ones).
             kept.append(detector_postprocess(detections[model.test_topk_masks :], height, width))

@@ -236,16 +236,17 @@ def test_speed_table_comes_from_the_benchmark_json():
     import report
 
     timing = {"ms": 90.4, "median_ms": 120.0, "n": 3}
-    same = {"same_count_as_eager": True, "detections": 100, "max_box_diff_px": 1.5e-5}
+    matched = {"detections": 100, "matched_eager": 100, "max_box_diff_px": 1.5e-5}
     row = {
         "model": "R50-FPN",
         "input": [800, 1333],
         "eager_detections": 100,
+        "eager_tied_scores": 7,
         "eager": timing,
-        "torchscript": {**timing, **same, "max_score_diff": 0.0},
-        "onnxruntime": {**timing, "same_count_as_eager": False, "detections": 98},
+        "torchscript": {**timing, **matched, "max_score_diff": 0.0},
+        "onnxruntime": {**timing, "detections": 98, "matched_eager": 0},
     }
     table = report.export_markdown({"device": "CPU X", "onnxruntime": "1.0", "rows": [row]})
     assert "| R50-FPN | 800×1333 | 90 (120) | 90 (120) | 90 (120) |" in table
-    assert "same 100 detections, boxes within 2e-05 px" in table
-    assert "ONNX: 98 detections against 100 |" in table
+    assert "| 100 eager detections; 7 tied scores; TorchScript: 100 of 100 match (boxes" in table
+    assert "within 2e-05 px, scores within 0); ONNX: 0 of 98 match |" in table
