@@ -94,9 +94,9 @@ def matching(boxes, scores, classes, instances, box_tol=1e-3, score_tol=1e-4) ->
 
 
 def assert_same_results(outputs, instances) -> None:
-    """The issue's equality: same count; each detection's class, score (within 1e-4) and box
-    (within 1e-3 px) those of one eager detection; each mask's IoU with that detection's eager
-    mask >= 0.99, and the eager masks of the detections without an exported mask empty."""
+    """The equality the export promises: same count; each detection's class, score (within
+    1e-4) and box (within 1e-3 px) those of one eager detection; each mask's IoU with that
+    detection's eager mask >= 0.99; the eager masks of the detections without one empty."""
     boxes, scores, classes, masks = (torch.as_tensor(np.asarray(o)) for o in outputs)
     assert len(boxes) == len(instances)
     assert masks.dtype == torch.bool and masks.shape[1:] == instances.image_size
