@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from detectron2.layers.mask_ops import paste_masks_in_image
+from PIL import Image
 
 from retinamask_d2.export import (
     OUTPUT_NAMES,
@@ -198,8 +199,13 @@ def test_cli_writes_model_and_description(format, tmp_path):
     if format == "onnx":
         pytest.importorskip("onnxruntime")
     opts = ["MODEL.RETINAMASK.CLASS_NAMES", str(CLASS_NAMES), "MODEL.RETINANET.NUM_CLASSES", "3"]
+    sample = []
+    if format == "torchscript":  # traced on an image file; the ONNX export on random pixels
+        Image.fromarray(random_image((50, 300), 9).numpy()).save(tmp_path / "sample.png")
+        sample = ["--sample-image", str(tmp_path / "sample.png")]
     path = export_model.main(
         ["--config-file", str(INSTANT_CONFIG), "--format", format, "--output", str(tmp_path)]
+        + sample
         + ["--opts", *opts]
     )
     info = json.loads((tmp_path / "model.json").read_text())
