@@ -167,6 +167,7 @@ def export_onnx(model: RetinaMask, sample: Tensor, path: str | Path) -> None:
     The TorchScript-based exporter (``dynamo=False``): it converts torchvision's ``nms`` and
     ``roi_align`` to ONNX's NonMaxSuppression and RoiAlign and keeps data-dependent sizes
     (score thresholding, NMS) symbolic, where ``torch.export`` would need each of them declared.
+    The file is then checked with ``onnx.checker`` (types and shapes included).
     """
     dims = {
         INPUT_NAME: {0: "height", 1: "width"},
@@ -187,6 +188,9 @@ def export_onnx(model: RetinaMask, sample: Tensor, path: str | Path) -> None:
             output_names=list(OUTPUT_NAMES),
             dynamic_axes=dims,
         )
+    import onnx  # the export extra; checked here so that a malformed graph fails at export
+
+    onnx.checker.check_model(str(path), full_check=True)
 
 
 def describe(cfg: CfgNode, model: RetinaMask, format: str, file_name: str) -> dict[str, Any]:
@@ -197,6 +201,7 @@ def describe(cfg: CfgNode, model: RetinaMask, format: str, file_name: str) -> di
         "file": file_name,
         "format": format,
         "method": "tracing",
+        "runs_with": ["torch", "torchvision"] if format == "torchscript" else ["onnxruntime"],
         **({"opset": ONNX_OPSET} if format == "onnx" else {}),
         "inputs": [
             {

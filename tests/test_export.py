@@ -155,6 +155,7 @@ def export(format: str, model, sample: torch.Tensor, folder):
     if format == "torchscript":
         export_torchscript(model, sample, path)
     else:
+        pytest.importorskip("onnx")  # the export extra
         pytest.importorskip("onnxruntime")
         export_onnx(model, sample, path)
     return path
@@ -197,6 +198,7 @@ def test_wrapper_refuses_training_mode():
 @pytest.mark.parametrize("format", ["torchscript", "onnx"])
 def test_cli_writes_model_and_description(format, tmp_path):
     if format == "onnx":
+        pytest.importorskip("onnx")  # the export extra
         pytest.importorskip("onnxruntime")
     opts = ["MODEL.RETINAMASK.CLASS_NAMES", str(CLASS_NAMES), "MODEL.RETINANET.NUM_CLASSES", "3"]
     sample = []
