@@ -29,4 +29,6 @@ setup(
         "opencv-python",
         "tqdm",
     ],
+    # `pip install .[export]`: ONNX export (onnx) and running the exported file (onnxruntime).
+    extras_require={"export": ["onnx", "onnxruntime"]},
 )

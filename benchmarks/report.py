@@ -4,9 +4,10 @@
 
 Reads ``accuracy.json`` and every ``inference_cost_*.json`` (one per device) in the results
 folder; writes ``benchmarks.md``, ``accuracy.png`` and ``inference_cost.png`` there. For the
-default results folder it also rewrites the README's generated blocks: the benchmark tables
-and the quickstart line (from ``quickstart.json``, a copy of a quickstart run's
-``output/quickstart/summary.json``), so that no figure in the README is typed by hand.
+default results folder it also rewrites the README's generated blocks: the benchmark tables,
+the quickstart line (from ``quickstart.json``, a copy of a quickstart run's
+``output/quickstart/summary.json``) and the exported model's speed (from
+``export_speed_cpu.json``), so that no figure in the README is typed by hand.
 """
 
 import argparse
@@ -32,6 +33,7 @@ COLORS = {
     "retinamask_no_mask_loss": "tab:orange",
     "retinamask_p2": "tab:purple",
 }
+EXPORT_RUNTIMES = ("eager", "torchscript", "onnxruntime")  # columns of the export speed table
 # The benchmark targets, each a ratio or difference measured within one run.
 BOX_AP_GAIN = 1.0  # RetinaMask box AP >= RetinaNet box AP + 1
 MASK_AP_LOSS = 1.0  # RetinaMask mask AP >= Mask R-CNN mask AP - 1
@@ -359,6 +361,43 @@ def quickstart_markdown(summary: dict) -> str:
     )
 
 
+def export_markdown(speed: dict) -> str:
+    """The README's table of the exported model's speed, from ``export_speed_cpu.json``."""
+    rounds = sorted({row[name]["n"] for row in speed["rows"] for name in ("eager", "onnxruntime")})
+    lines = [
+        f"{speed['device']}; onnxruntime {speed['onnxruntime']} with the same thread count. "
+        f"ms/image: the fastest of {' or '.join(map(str, rounds))} calls per runtime, the "
+        "runtimes taking turns on one image; the median in brackets. Random weights set up to "
+        "return 100 detections, 50 with masks.",
+        "",
+        "| model | input | eager | TorchScript | onnxruntime | results against eager's |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in speed["rows"]:
+        cells = [f"{row[n]['ms']:.0f} ({row[n]['median_ms']:.0f})" for n in EXPORT_RUNTIMES]
+        checks = "; ".join(
+            f"{label}: {_agreement(row[name])}"
+            for name, label in (("torchscript", "TorchScript"), ("onnxruntime", "ONNX"))
+        )
+        height, width = row["input"]
+        ties = f"; {row['eager_tied_scores']} tied scores" if row["eager_tied_scores"] else ""
+        lines.append(
+            f"| {row['model']} | {height}×{width} | {' | '.join(cells)} "
+            f"| {row['eager_detections']} eager detections{ties}; {checks} |"
+        )
+    return "\n".join(lines)
+
+
+def _agreement(result: dict) -> str:
+    text = f"{result['matched_eager']} of {result['detections']} match"
+    if result["matched_eager"]:
+        text += (
+            f" (boxes within {result['max_box_diff_px']:.1g} px, scores within "
+            f"{result['max_score_diff']:.1g})"
+        )
+    return text
+
+
 def _minutes(seconds: float) -> str:
     return f"{int(seconds // 60)} min {int(seconds % 60):02d} s"
 
@@ -377,11 +416,15 @@ def update_readme(readme: Path, blocks: dict[str, str]) -> None:
 
 
 def readme_blocks(results_dir: Path, section: str) -> dict[str, str]:
-    """The generated README blocks: the section without its heading, and the quickstart line."""
+    """The generated README blocks: the section without its heading, the quickstart line and
+    the exported model's speed."""
     blocks = {"benchmarks": section.split("\n", 1)[1]}
     quickstart = results_dir / "quickstart.json"
     if quickstart.is_file():
         blocks["quickstart"] = quickstart_markdown(json.loads(quickstart.read_text()))
+    export_speed = results_dir / "export_speed_cpu.json"
+    if export_speed.is_file():
+        blocks["export"] = export_markdown(json.loads(export_speed.read_text()))
     return blocks
 
 

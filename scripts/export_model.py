@@ -1,0 +1,88 @@
+#!/usr/bin/env python
+"""Export a trained RetinaMask, post-processing and mask pasting included, to TorchScript or ONNX.
+
+    python scripts/export_model.py --config-file output/quickstart/config.yaml \\
+        --format onnx --output exported/ --opts MODEL.WEIGHTS output/quickstart/model_final.pth
+
+Writes ``model.ts`` (TorchScript) or ``model.onnx`` and ``model.json`` (inputs, outputs, the
+preprocessing inside the file and the resize expected before it, class names) into ``--output``.
+The exported file takes one (H, W, 3) uint8 image and returns boxes, scores, classes and masks at
+that image's size; see the README section "Export" for running it with torch or onnxruntime only.
+Modelled on detectron2's ``tools/deploy/export_model.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout too
+
+from retinamask_d2.export import describe, export_onnx, export_torchscript  # noqa: E402
+from retinamask_d2.image_io import read_image  # noqa: E402
+from retinamask_d2.modeling import RetinaMask  # noqa: E402
+from retinamask_d2.predictor import RetinaMaskPredictor, load_config  # noqa: E402
+
+FILE_NAMES = {"torchscript": "model.ts", "onnx": "model.onnx"}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config-file", required=True, help="e.g. the config.yaml training wrote")
+    parser.add_argument("--format", choices=sorted(FILE_NAMES), default="torchscript")
+    parser.add_argument(
+        "--method",
+        choices=["tracing"],
+        default="tracing",
+        help="tracing only: the model's Instances-based inference does not script",
+    )
+    parser.add_argument(
+        "--sample-image",
+        help="image to trace with, resized as the config's test size says (default: a random one)",
+    )
+    parser.add_argument("--output", required=True, type=Path, help="folder for the files")
+    parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="KEY VALUE overrides")
+    return parser.parse_args(argv)
+
+
+def sample_image(predictor: RetinaMaskPredictor, path: str | None) -> torch.Tensor:
+    """An (H, W, 3) uint8 tensor at the model's test size: ``path`` resized as the predictor
+    resizes, or random pixels. Only the trace's starting point; other sizes work as well."""
+    if path is not None:
+        image = read_image(path, predictor.input_format)
+    else:
+        short = predictor.cfg.INPUT.MIN_SIZE_TEST
+        long = min(round(short * 4 / 3), predictor.cfg.INPUT.MAX_SIZE_TEST or short * 2)
+        image = np.random.default_rng(0).integers(0, 256, (short, long, 3), dtype=np.uint8)
+    resized = predictor.aug.get_transform(image).apply_image(image)
+    return torch.from_numpy(np.array(resized))  # a writable copy
+
+
+def main(argv: list[str] | None = None) -> Path:
+    """Export; return the path of the exported file."""
+    args = parse_args(argv)
+    cfg = load_config(args.config_file, opts=args.opts)
+    predictor = RetinaMaskPredictor(cfg)
+    model = predictor.model
+    if not isinstance(model, RetinaMask):
+        raise ValueError(f"MODEL.META_ARCHITECTURE must be RetinaMask, got {type(model).__name__}")
+    sample = sample_image(predictor, args.sample_image).to(model.device)
+    args.output.mkdir(parents=True, exist_ok=True)
+    path = args.output / FILE_NAMES[args.format]
+    if args.format == "torchscript":
+        export_torchscript(model, sample, path)
+    else:
+        export_onnx(model, sample, path)
+    description = describe(cfg, model, args.format, path.name)
+    (args.output / "model.json").write_text(json.dumps(description, indent=2) + "\n")
+    print(f"wrote {path} and {args.output / 'model.json'}")
+    return path
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,260 @@
+"""The exported model (TorchScript, ONNX) gives the eager model's results on other image sizes."""
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from detectron2.layers.mask_ops import paste_masks_in_image
+from PIL import Image
+
+from retinamask_d2.export import (
+    OUTPUT_NAMES,
+    ExportableRetinaMask,
+    describe,
+    export_onnx,
+    export_torchscript,
+    paste_masks,
+)
+from tests.common import INSTANT_CONFIG, build_tiny_model, get_tiny_cfg
+
+EXPORT_SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "export_model.py"
+_spec = importlib.util.spec_from_file_location("retinamask_export_model", EXPORT_SCRIPT)
+export_model = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(export_model)
+
+# Integer means: an image filled with them normalises to exactly 0, so that every feature of the
+# randomly initialised (bias-free under GN) network is 0 and each class score is sigmoid(bias).
+PIXEL_MEAN = [104.0, 116.0, 124.0]
+CLASS_BIAS = -3.5  # sigmoid 0.029: below the 0.05 score threshold, so that image has no detection
+MASK_LOGIT_SCALE = 10.0
+SAMPLE_SHAPE = (96, 128)
+# Other sizes and aspect ratios than the sample's, each with detections.
+OTHER_SHAPES = [(128, 96), (80, 200), (150, 64), (64, 64)]
+CLASS_NAMES = ["circle", "square", "triangle"]
+
+
+def detecting_cfg():
+    cfg = get_tiny_cfg()
+    cfg.MODEL.PIXEL_MEAN = PIXEL_MEAN
+    cfg.MODEL.RETINAMASK.CLASS_NAMES = CLASS_NAMES
+    return cfg
+
+
+def detecting_model():
+    """The tiny model, with class logits spread (std ~1.5) around ``CLASS_BIAS``: random images
+    get tens of well-separated scores above the threshold, the blank image none. Its mask
+    logits are spread too, as a trained model's are: at init they are all near 0, every pixel's
+    probability near the 0.5 threshold, where float rounding alone flips pixels."""
+    torch.manual_seed(0)
+    model = build_tiny_model(detecting_cfg()).eval()
+    with torch.no_grad():
+        model.head.cls_score.weight.mul_(10.0)
+        model.head.cls_score.bias.fill_(CLASS_BIAS)
+        model.mask_branch.mask_head.predictor.weight.mul_(MASK_LOGIT_SCALE)
+    return model
+
+
+def random_image(shape: tuple[int, int], seed: int) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (*shape, 3), dtype=torch.uint8, generator=generator)
+
+
+def blank_image(shape: tuple[int, int] = (100, 90)) -> torch.Tensor:
+    return torch.tensor(PIXEL_MEAN, dtype=torch.uint8).expand(*shape, 3).contiguous()
+
+
+def eager_instances(model, image: torch.Tensor):
+    with torch.no_grad():
+        return model([{"image": image.permute(2, 0, 1).float()}])[0]["instances"]
+
+
+def matching(boxes, scores, classes, instances, box_tol=1e-3, score_tol=1e-4) -> list[int]:
+    """For each exported detection, the eager one with its class, box and score (within the
+    tolerances), each eager detection used once. Order is not compared: scores that differ by
+    float rounding may come out in either order."""
+    unused = list(range(len(instances)))
+    eager_boxes, eager_scores = instances.pred_boxes.tensor, instances.scores
+    order = []
+    for box, score, cls in zip(boxes, scores, classes):
+        same = [
+            j
+            for j in unused
+            if int(instances.pred_classes[j]) == int(cls)
+            and abs(float(eager_scores[j]) - float(score)) <= score_tol
+            and float((eager_boxes[j] - box).abs().max()) <= box_tol
+        ]
+        assert same, f"no eager detection matches class {int(cls)} {score:.6f} {box.tolist()}"
+        order.append(same[0])
+        unused.remove(same[0])
+    return order
+
+
+def assert_same_results(outputs, instances) -> None:
+    """The equality the export promises: same count; each detection's class, score (within
+    1e-4) and box (within 1e-3 px) those of one eager detection; each mask's IoU with that
+    detection's eager mask >= 0.99; the eager masks of the detections without one empty."""
+    boxes, scores, classes, masks = (torch.as_tensor(np.asarray(o)) for o in outputs)
+    assert len(boxes) == len(instances)
+    assert masks.dtype == torch.bool and masks.shape[1:] == instances.image_size
+    order = matching(boxes, scores, classes, instances)
+    if not instances.has("pred_masks"):  # box-only inference
+        assert len(masks) == 0
+        return
+    expected = instances.pred_masks[order[: len(masks)]]
+    inter = (expected & masks).flatten(1).sum(1)
+    union = (expected | masks).flatten(1).sum(1)
+    iou = torch.where(union > 0, inter / union.clamp(min=1), 1.0)
+    assert (iou >= 0.99).all(), iou
+    assert not instances.pred_masks[order[len(masks) :]].any()
+
+
+@pytest.fixture(scope="module")
+def model():
+    return detecting_model()
+
+
+def test_test_images_are_what_they_claim(model):
+    # The preconditions of the equality tests: detections (masks among them) on the random
+    # images, none on the blank one.
+    for i, shape in enumerate([SAMPLE_SHAPE, *OTHER_SHAPES]):
+        instances = eager_instances(model, random_image(shape, i))
+        assert len(instances) > 10 and instances.pred_masks.flatten(1).any(1).sum() > 5
+    assert len(eager_instances(model, blank_image())) == 0
+
+
+def test_paste_masks_equals_detectron2():
+    torch.manual_seed(0)
+    probs = torch.rand(5, 1, 28, 28)
+    # Boxes inside, across the borders, thin and sub-pixel.
+    boxes = torch.tensor(
+        [[3.2, 4.7, 40.1, 30.0], [-10, 50, 30, 90], [60, 2, 61.5, 70], [20, 20, 20.4, 20.3]]
+        + [[75, 60, 85, 70]]
+    )
+    expected = paste_masks_in_image(probs[:, 0], boxes, (64, 80), threshold=0.5)
+    assert torch.equal(paste_masks(probs, boxes, 64, 80), expected)
+    assert expected[:3].flatten(1).any(1).all()  # the comparison is not between empty masks
+
+
+def run_exported(format: str, path, image: torch.Tensor):
+    if format == "torchscript":
+        with torch.no_grad():
+            return torch.jit.load(str(path))(image)
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, {"image": image.numpy()})
+
+
+def export(format: str, model, sample: torch.Tensor, folder):
+    path = folder / f"model.{format}"
+    if format == "torchscript":
+        export_torchscript(model, sample, path)
+    else:
+        pytest.importorskip("onnx")  # the export extra
+        pytest.importorskip("onnxruntime")
+        export_onnx(model, sample, path)
+    return path
+
+
+@pytest.mark.parametrize(
+    "format,sample", [("torchscript", "random"), ("torchscript", "blank"), ("onnx", "random")]
+)
+def test_exported_model_equals_eager_on_other_sizes(model, format, sample, tmp_path):
+    # Traced on one image (one with detections, or one without: both exporters trace, so the
+    # second case is checked once), run on images of other sizes and aspect ratios, and on the
+    # blank image with no detection.
+    image = random_image(SAMPLE_SHAPE, 0) if sample == "random" else blank_image()
+    path = export(format, model, image, tmp_path)
+    images = [random_image(shape, i + 1) for i, shape in enumerate(OTHER_SHAPES)]
+    for image in [*images, blank_image((72, 130))]:
+        assert_same_results(run_exported(format, path, image), eager_instances(model, image))
+
+
+@pytest.mark.parametrize(
+    "topk,drop_unmasked", [(0, False), (5, True)], ids=["box-only", "masked-only"]
+)
+def test_exported_model_follows_mask_options(topk, drop_unmasked, tmp_path):
+    # TEST_TOPK_MASKS 0 (no masks) and DROP_UNMASKED (only masked detections) are exported too.
+    model = detecting_model()
+    model.test_topk_masks, model.drop_unmasked = topk, drop_unmasked
+    path = export("torchscript", model, random_image(SAMPLE_SHAPE, 0), tmp_path)
+    image = random_image((80, 200), 1)
+    outputs = run_exported("torchscript", path, image)
+    assert len(outputs[3]) == topk  # none of the top 5 boxes is empty after clipping here
+    assert len(outputs[0]) == topk if drop_unmasked else len(outputs[0]) > 10
+    assert_same_results(outputs, eager_instances(model, image))
+
+
+def test_wrapper_refuses_training_mode():
+    with pytest.raises(ValueError, match="eval"):
+        ExportableRetinaMask(build_tiny_model())
+
+
+@pytest.mark.parametrize("format", ["torchscript", "onnx"])
+def test_cli_writes_model_and_description(format, tmp_path):
+    if format == "onnx":
+        pytest.importorskip("onnx")  # the export extra
+        pytest.importorskip("onnxruntime")
+    opts = ["MODEL.RETINAMASK.CLASS_NAMES", str(CLASS_NAMES), "MODEL.RETINANET.NUM_CLASSES", "3"]
+    sample = []
+    if format == "torchscript":  # traced on an image file; the ONNX export on random pixels
+        Image.fromarray(random_image((50, 300), 9).numpy()).save(tmp_path / "sample.png")
+        sample = ["--sample-image", str(tmp_path / "sample.png")]
+    path = export_model.main(
+        ["--config-file", str(INSTANT_CONFIG), "--format", format, "--output", str(tmp_path)]
+        + sample
+        + ["--opts", *opts]
+    )
+    info = json.loads((tmp_path / "model.json").read_text())
+    assert path.name == info["file"] and info["format"] == format
+    assert info["class_names"] == CLASS_NAMES
+    assert [o["name"] for o in info["outputs"]] == list(OUTPUT_NAMES)
+    assert info["preprocessing_inside"]["pixel_std"] == [57.375, 57.120, 58.395]
+    assert info["resize_before"] == {
+        "shortest_edge": 128,
+        "max_size": 128,
+        "interpolation": "bilinear",
+    }
+    image = random_image((70, 110), 0)
+    outputs = [np.asarray(o) for o in run_exported(format, path, image)]
+    for output, spec in zip(outputs, info["outputs"]):
+        assert str(output.dtype) == spec["dtype"]
+        assert len(output.shape) == len(spec["shape"])
+        for size, name in zip(output.shape, spec["shape"]):
+            assert size == {"height": 70, "width": 110}.get(name, size)
+            assert isinstance(name, str) or size == name
+
+
+def test_description_counts_no_masks_for_box_only_models():
+    model = detecting_model()
+    model.test_topk_masks = 0
+    info = describe(detecting_cfg(), model, "onnx", "model.onnx")
+    assert info["outputs"][3]["shape"] == [0, "height", "width"]
+    assert info["postprocessing_inside"]["score_threshold"] == pytest.approx(0.05)
+    assert math.isclose(info["preprocessing_inside"]["pixel_mean"][0], 104.0)
+
+
+def test_speed_table_comes_from_the_benchmark_json():
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import report
+
+    timing = {"ms": 90.4, "median_ms": 120.0, "n": 3}
+    matched = {"detections": 100, "matched_eager": 100, "max_box_diff_px": 1.5e-5}
+    row = {
+        "model": "R50-FPN",
+        "input": [800, 1333],
+        "eager_detections": 100,
+        "eager_tied_scores": 7,
+        "eager": timing,
+        "torchscript": {**timing, **matched, "max_score_diff": 0.0},
+        "onnxruntime": {**timing, "detections": 98, "matched_eager": 0},
+    }
+    table = report.export_markdown({"device": "CPU X", "onnxruntime": "1.0", "rows": [row]})
+    assert "| R50-FPN | 800×1333 | 90 (120) | 90 (120) | 90 (120) |" in table
+    assert "| 100 eager detections; 7 tied scores; TorchScript: 100 of 100 match (boxes" in table
+    assert "within 2e-05 px, scores within 0); ONNX: 0 of 98 match |" in table
