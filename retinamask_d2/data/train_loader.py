@@ -92,8 +92,16 @@ class SeededMapDataset(Dataset):
                         )
             if mapped is not None:
                 return mapped
-            index = fallback.randrange(len(self.dataset))
+            index = self._other_index(fallback)
         raise RuntimeError(f"the data mapper returned None {MAPPER_RETRIES + 1} times in a row")
+
+    def _other_index(self, rng: random.Random) -> int:
+        """A random index, avoiding the files known to be unreadable (a few draws at most)."""
+        for _ in range(MAPPER_RETRIES * 10):
+            index = rng.randrange(len(self.dataset))
+            if self.dataset[index].get("file_name") not in self.unreadable:
+                break
+        return index
 
     def _count_unreadable(self, file_name: str, error: ImageReadError) -> None:
         first_time = file_name not in self.unreadable
