@@ -271,7 +271,7 @@ def _check_finite_deltas(pred_deltas: list[Tensor], losses: dict[str, Tensor]) -
     branch's training RoIs would otherwise fail in ``Boxes`` with a bare assertion."""
     if torch.stack([torch.isfinite(d).all() for d in pred_deltas]).all():
         return
-    shown = {name: float(value) for name, value in losses.items()}
+    shown = {name: float(value.detach()) for name, value in losses.items()}
     raise FloatingPointError(
         f"Loss became infinite or NaN at iteration={get_event_storage().iter}! The box head "
         f"predicted non-finite box deltas.\nloss_dict = {shown}"
