@@ -79,6 +79,11 @@ def setup(args: argparse.Namespace):
         raise UsageError(f"bad config in {source}: {e}") from None
     # Before the datasets are checked: what they skip is logged to OUTPUT_DIR/log.txt too.
     setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="retinamask_d2")
+    if not args.eval_only and not cfg.DATASETS.TRAIN:
+        raise UsageError(
+            "no training set: pass --train-json FILE --train-images DIR, or name datasets in "
+            "DATASETS.TRAIN (or evaluate with --eval-only)"
+        )
     setup_datasets(cfg, training=not args.eval_only)
     check_test_classes(cfg)
     if args.eval_only:

@@ -1,0 +1,92 @@
+"""train_net.py: problems with the command line, the config, the data or a checkpoint print
+one "error:" line and exit with code 2; other errors keep their traceback."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import train_net
+from tests.common import get_tiny_cfg
+from tests.test_data_coco_json import _ann, _write
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _config(tmp_path, **opts) -> str:
+    cfg = get_tiny_cfg(num_classes=4)
+    cfg.DATASETS.TRAIN, cfg.DATASETS.TEST = (), ()
+    cfg.OUTPUT_DIR = str(tmp_path / "out")
+    cfg.merge_from_list([x for kv in opts.items() for x in kv])
+    path = tmp_path / "cfg.yaml"
+    path.write_text(cfg.dump())
+    return str(path)
+
+
+def _main(argv: list[str]) -> int:
+    with pytest.raises(SystemExit) as stopped:
+        train_net.main(train_net.argument_parser().parse_args(argv))
+    return stopped.value.code
+
+
+def _one_error_line(capsys) -> str:
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+def test_config_errors(tmp_path, capsys):
+    config = _config(tmp_path)
+    assert _main(["--config-file", str(tmp_path / "nope.yaml")]) == 2
+    assert _one_error_line(capsys) == f"error: --config-file {tmp_path / 'nope.yaml'}: no such file"
+    assert _main(["--config-file", config, "MODEL.NOPE", "1"]) == 2
+    assert "bad config in " in _one_error_line(capsys)
+    assert _main(["--config-file", config, "--train-json", "x.json"]) == 2
+    assert "--train-json and --train-images must be given together" in _one_error_line(capsys)
+    assert _main(["--config-file", config, "--eval-only"]) == 2
+    assert "empty MODEL.WEIGHTS would evaluate an untrained model" in _one_error_line(capsys)
+    assert _main(["--config-file", config]) == 2
+    assert "error: no training set: pass --train-json FILE" in _one_error_line(capsys)
+
+
+def test_unexpected_errors_are_not_turned_into_one_line(tmp_path):
+    weights = tmp_path / "w.pth"
+    weights.write_bytes(b"")
+    config = _config(tmp_path, **{"MODEL.RETINAMASK.TRAIN_TOPK": -1})
+    args = ["--config-file", config, "--eval-only", "MODEL.WEIGHTS", str(weights)]
+    with pytest.raises(ValueError, match="TRAIN_TOPK must be >= 0"):  # raised by the model
+        train_net.main(train_net.argument_parser().parse_args(args))
+
+
+def test_data_errors_name_the_file_and_annotation(tmp_path, capsys):
+    bad = _ann(3, segmentation=[[4.0, 4.0, float("nan"), 14.0, 4.0, 14.0]])
+    json_file, image_root = _write(tmp_path, [_ann(1), bad])
+    argv = ["--config-file", _config(tmp_path), "--train-json", json_file]
+    assert _main(argv + ["--train-images", image_root]) == 2
+    line = _one_error_line(capsys)
+    assert line.startswith(f"error: {json_file}: annotation id 3 (image id 1, '1.png')")
+
+
+def test_eval_only_on_a_test_set_with_other_classes(tmp_path, capsys):
+    names = ["bird", "cat", "dog", "fish"]
+    json_file, image_root = _write(tmp_path, [_ann(1)])  # categories cat, dog
+    weights = tmp_path / "w.pth"
+    weights.write_bytes(b"")
+    config = _config(tmp_path, **{"MODEL.RETINAMASK.CLASS_NAMES": json.dumps(names)})
+    argv = ["--config-file", config, "--eval-only", "--test-json", json_file]
+    assert _main(argv + ["--test-images", image_root, "MODEL.WEIGHTS", str(weights)]) == 2
+    line = _one_error_line(capsys)
+    assert "['cat', 'dog'] are not the model's ['bird', 'cat', 'dog', 'fish']" in line
+    mapped = ["MODEL.RETINAMASK.TEST_CLASSES_BY_NAME", "True"]
+    assert _main(argv + ["--test-images", image_root, "MODEL.WEIGHTS", str(weights), *mapped]) == 2
+    assert f"error: {weights}: an empty file (0 bytes)" in _one_error_line(capsys)
+
+
+def test_as_a_script_exit_code_2_without_traceback(tmp_path):
+    command = [sys.executable, str(ROOT / "train_net.py"), "--config-file", _config(tmp_path)]
+    done = subprocess.run(command + ["MODEL.NOPE", "1"], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith("error: bad config")
