@@ -188,6 +188,9 @@ def check_coco_json(json_file: str, image_root: str) -> CheckReport:
             raise CocoJsonError(f"{where}: 'id' must be an integer")
         if ann_ids[ann_id] > 1:
             raise CocoJsonError(f"{where}: {ann_ids[ann_id]} annotations share this id")
+        for key in ("image_id", "category_id"):
+            if not _is_int(ann.get(key)):
+                raise CocoJsonError(f"{where}: {key!r} must be an integer, got {ann.get(key)!r}")
         image = images.get(_hashable(ann.get("image_id")))
         if image is not None:
             where += f" (image id {image['id']}, {image['file_name']!r})"
@@ -274,7 +277,12 @@ def _category_names(json_file: str, categories: list) -> dict[int, str]:
             )
         if category["id"] in names:
             raise CocoJsonError(f"{json_file}: category id {category['id']} appears twice")
-        names[category["id"]] = str(category.get("name", category["id"]))
+        if not (isinstance(category.get("name"), str) and category["name"]):
+            raise CocoJsonError(
+                f"{json_file}: category id {category['id']}: 'name' must be a non-empty string, "
+                f"got {category.get('name')!r}"
+            )
+        names[category["id"]] = category["name"]
     return names
 
 
