@@ -12,7 +12,12 @@ left), zero-area boxes, boxes entirely outside their image, annotations of image
 not list, annotations without a mask when others have one. Boxes partly outside their image are
 kept (the data loader clips them) and counted. Everything else stops with a
 :class:`CocoJsonError` naming the file and the image or annotation: unknown category ids, missing
-image files, images without a size, RLE masks whose size is not the image's, malformed boxes.
+image files, images without a size, duplicate ids, malformed boxes, polygon coordinates that are
+not finite numbers, come in an odd count or lie beyond 10 image sizes (pycocotools would
+rasterise such a polygon at its own extent, gigabytes), RLE masks whose size is not the image's
+or whose counts do not cover it exactly (pycocotools decodes them without bounds checks).
+Every image file's header is read (format, size, EXIF orientation, no pixels decoded) and all
+files that disagree with the json are listed in one error.
 """
 
 from __future__ import annotations
