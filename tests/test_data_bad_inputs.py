@@ -78,6 +78,13 @@ def test_well_formed_rle_strings_pass():
     assert sum(counts) == H * W and counts[1] == 27  # first run of ones: 27 rows of column 5
 
 
+@pytest.mark.parametrize("bbox", [(2**63, 4, 10, 10), (4, 4, 10, -1e9), (-401, 4, 10, 10)])
+def test_boxes_far_beyond_the_image_are_refused(tmp_path, bbox):
+    message = _refusal(tmp_path, [_ann(1), _ann(9, bbox=bbox)])
+    assert "annotation id 9 (image id 1, '1.png'): 'bbox'" in message
+    assert "beyond 10x the image's 40x32" in message
+
+
 def test_ids_must_be_unique_and_entries_well_typed(tmp_path):
     images = [{"id": 1, "file_name": n, "width": W, "height": H} for n in ("a.png", "b.png")]
     message = _refusal(tmp_path, [_ann(1)], images=images)
@@ -88,6 +95,12 @@ def test_ids_must_be_unique_and_entries_well_typed(tmp_path):
     assert "category id 1 appears twice" in _refusal(tmp_path, [_ann(1)], categories=categories)
     assert "'id' must be an integer" in _refusal(tmp_path, [_ann("x")])
     assert "'iscrowd' must be 0 or 1" in _refusal(tmp_path, [{**_ann(1), "iscrowd": 2}])
+    no_image = {k: v for k, v in _ann(1).items() if k != "image_id"}
+    assert "'image_id' must be an integer, got None" in _refusal(tmp_path, [no_image])
+    names = [{"id": 1, "name": "cat"}, {"id": 5, "name": float("nan")}]
+    assert "category id 5: 'name' must be a non-empty string" in _refusal(
+        tmp_path, [_ann(1)], categories=names
+    )
 
 
 @pytest.mark.parametrize(

@@ -46,7 +46,7 @@ NO_MASK = "no segmentation while other annotations have one"
 MAX_IDS_SHOWN = 10
 MAX_IMAGES_LISTED = 50  # image problems in the error message; the log has them all
 MIN_POLYGON_COORDS = 6  # 3 points
-POLYGON_BOUND = 10  # polygon coordinates may reach this many image sizes from the origin
+POLYGON_BOUND = 10  # box and polygon coordinates may reach this many image sizes from the origin
 MAX_IMAGE_SIDE = 1 << 16
 
 
@@ -216,10 +216,18 @@ def check_coco_json(json_file: str, image_root: str) -> CheckReport:
                 f"{where}: 'bbox' must be 4 finite numbers [x, y, w, h], got {box!r}"
             )
         x, y, w, h = box
+        width, height = image["width"], image["height"]
+        if (
+            max(abs(x), abs(w)) > POLYGON_BOUND * width
+            or max(abs(y), abs(h)) > POLYGON_BOUND * height
+        ):
+            raise CocoJsonError(
+                f"{where}: 'bbox' {box} reaches beyond {POLYGON_BOUND}x the image's "
+                f"{width}x{height}"
+            )
         if w <= 0 or h <= 0:
             skipped[ZERO_AREA].append(ann_id)
             continue
-        width, height = image["width"], image["height"]
         if x >= width or y >= height or x + w <= 0 or y + h <= 0:
             skipped[OUTSIDE].append(ann_id)
             continue
