@@ -20,13 +20,14 @@ import sys
 import torch
 import yaml
 from detectron2.config import get_cfg
+from detectron2.data import DatasetCatalog
 from detectron2.engine import default_argument_parser, default_setup, launch
 from detectron2.evaluation import verify_results
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from retinamask_d2 import add_retinamask_config
-from retinamask_d2.data.coco_json import CocoJsonError
+from retinamask_d2.data.coco_json import CocoJsonError, is_checked_coco_json
 from retinamask_d2.data.user_datasets import setup_datasets
 from retinamask_d2.engine import Trainer
 from retinamask_d2.engine.checkpoint import CheckedCheckpointer, CheckpointError
@@ -85,6 +86,9 @@ def setup(args: argparse.Namespace):
             "DATASETS.TRAIN (or evaluate with --eval-only)"
         )
     setup_datasets(cfg, training=not args.eval_only)
+    for name in cfg.DATASETS.TEST:  # checked now, not after training
+        if is_checked_coco_json(name):
+            DatasetCatalog.get(name)
     check_test_classes(cfg)
     if args.eval_only:
         _check_eval_weights(cfg, args.resume)

@@ -2,17 +2,34 @@
 one "error:" line and exit with code 2; other errors keep their traceback."""
 
 import json
+import logging
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.utils.logger import setup_logger
 
 import train_net
 from tests.common import get_tiny_cfg
 from tests.test_data_coco_json import _ann, _write
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_command_line_datasets():
+    """Each run registers --train-json / --test-json under the same names and sets up logging
+    to the (captured) console, as a new process would: both are undone after each test."""
+    yield
+    setup_logger.cache_clear()
+    for logger_name in ("detectron2", "retinamask_d2", "fvcore"):
+        logging.getLogger(logger_name).handlers.clear()
+    for name in train_net.CLI_DATASET_NAMES.values():
+        if name in DatasetCatalog.list():
+            DatasetCatalog.remove(name)
+            MetadataCatalog.remove(name)
 
 
 def _config(tmp_path, **opts) -> str:
@@ -68,6 +85,19 @@ def test_data_errors_name_the_file_and_annotation(tmp_path, capsys):
     assert _main(argv + ["--train-images", image_root]) == 2
     line = _one_error_line(capsys)
     assert line.startswith(f"error: {json_file}: annotation id 3 (image id 1, '1.png')")
+
+
+def test_a_bad_test_set_stops_before_training(tmp_path, capsys):
+    train = tmp_path / "train"
+    test = tmp_path / "test"
+    train.mkdir(), test.mkdir()
+    train_json, train_images = _write(train, [_ann(1)])
+    test_json, test_images = _write(test, [_ann(1), _ann(1)])  # a duplicate annotation id
+    argv = ["--config-file", _config(tmp_path), "--train-json", train_json]
+    argv += ["--train-images", train_images, "--test-json", test_json, "--test-images", test_images]
+    assert _main(argv) == 2
+    assert _one_error_line(capsys).startswith(f"error: {test_json}: annotation id 1: 2 annotations")
+    assert not (tmp_path / "out" / "model_final.pth").exists()
 
 
 def test_eval_only_on_a_test_set_with_other_classes(tmp_path, capsys):
