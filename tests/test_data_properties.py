@@ -96,6 +96,7 @@ def mutations(draw):
                 "duplicate",
                 "top_level",
                 "image_file",
+                "image_kind",
                 "all_crowd",
             ]
         )
@@ -145,12 +146,32 @@ def _apply(mutation, data: dict, images: Path) -> None:
             path.write_bytes(content[: int(fraction * len(content))])
         else:
             size = (max(1, int(W * (0.5 + fraction))), H)
-            Image.new("RGB", size, (1, 2, 3)).save(
-                path, format=path.suffix[1:].replace("jpg", "jpeg")
-            )
+            Image.new("RGB", size, (1, 2, 3)).save(path, format=_format(path))
+    elif kind == "image_kind":
+        path = images / IMAGES[index % 3]
+        if index == 0:
+            path.unlink()
+        elif index == 1:
+            path.write_text("not an image")
+        elif index == 2:  # 16-bit grayscale (PNG) or 8-bit grayscale (JPEG)
+            gray = np.full((H, W), int(fraction * 65535), np.uint16)
+            image = Image.fromarray(gray) if path.suffix == ".png" else Image.new("L", (W, H))
+            image.save(path, format=_format(path))
+        elif index == 3:  # EXIF-rotated: shown H x W, while the json says W x H
+            exif = Image.Exif()
+            exif[0x0112] = 6 + int(fraction * 2)
+            Image.new("RGB", (W, H)).save(path, format=_format(path), exif=exif.tobytes())
+        elif index == 4:
+            Image.new("RGBA", (W, H), (5, 6, 7, int(fraction * 255))).save(path, format="PNG")
+        else:
+            path.write_bytes(b"")
     elif kind == "all_crowd":
         for a in anns:
             a["iscrowd"] = 1
+
+
+def _format(path: Path) -> str:
+    return {".png": "PNG", ".jpg": "JPEG"}[path.suffix]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -228,7 +249,7 @@ def _run(worker: Worker, folder: Path, changes: list) -> dict:
     for change in changes:
         try:
             _apply(change, data, folder / "images")
-        except (KeyError, IndexError, TypeError, AttributeError, ZeroDivisionError):
+        except (KeyError, IndexError, TypeError, AttributeError, ZeroDivisionError, OSError):
             pass  # an earlier change removed what this one changes
     (folder / "train.json").write_text(json.dumps(data))
     case = {

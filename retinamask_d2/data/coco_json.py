@@ -46,7 +46,7 @@ NO_MASK = "no segmentation while other annotations have one"
 MAX_IDS_SHOWN = 10
 MAX_IMAGES_LISTED = 50  # image problems in the error message; the log has them all
 MIN_POLYGON_COORDS = 6  # 3 points
-POLYGON_BOUND = 10  # box and polygon coordinates may reach this many image sizes from the origin
+COORDINATE_BOUND = 10  # box and polygon coordinates may reach this many image sizes from the origin
 MAX_IMAGE_SIDE = 1 << 16
 
 
@@ -196,10 +196,10 @@ def check_coco_json(json_file: str, image_root: str) -> CheckReport:
         for key in ("image_id", "category_id"):
             if not _is_int(ann.get(key)):
                 raise CocoJsonError(f"{where}: {key!r} must be an integer, got {ann.get(key)!r}")
-        image = images.get(_hashable(ann.get("image_id")))
+        image = images.get(ann["image_id"])
         if image is not None:
             where += f" (image id {image['id']}, {image['file_name']!r})"
-        if _hashable(ann.get("category_id")) not in category_ids:
+        if ann["category_id"] not in category_ids:
             raise CocoJsonError(
                 f"{where}: category_id {ann.get('category_id')!r} is not among the ids of "
                 f"'categories' ({sorted(category_ids)})"
@@ -218,11 +218,11 @@ def check_coco_json(json_file: str, image_root: str) -> CheckReport:
         x, y, w, h = box
         width, height = image["width"], image["height"]
         if (
-            max(abs(x), abs(w)) > POLYGON_BOUND * width
-            or max(abs(y), abs(h)) > POLYGON_BOUND * height
+            max(abs(x), abs(w)) > COORDINATE_BOUND * width
+            or max(abs(y), abs(h)) > COORDINATE_BOUND * height
         ):
             raise CocoJsonError(
-                f"{where}: 'bbox' {box} reaches beyond {POLYGON_BOUND}x the image's "
+                f"{where}: 'bbox' {box} reaches beyond {COORDINATE_BOUND}x the image's "
                 f"{width}x{height}"
             )
         if w <= 0 or h <= 0:
@@ -444,7 +444,7 @@ def _decode_rle_string(where: str, text: str) -> list[int]:
 
 
 def _check_polygon(where: str, polygon: list, height: int, width: int) -> None:
-    """Coordinates must be finite numbers, an even count, within ``POLYGON_BOUND`` image sizes
+    """Coordinates must be finite numbers, an even count, within ``COORDINATE_BOUND`` image sizes
     (pycocotools rasterises a polygon at its own extent: a huge or NaN coordinate costs
     gigabytes, not an error)."""
     if not all(_finite(v) for v in polygon):
@@ -457,12 +457,12 @@ def _check_polygon(where: str, polygon: list, height: int, width: int) -> None:
         )
     xs, ys = polygon[0::2], polygon[1::2]
     if xs and (
-        max(abs(v) for v in xs) > POLYGON_BOUND * width
-        or max(abs(v) for v in ys) > POLYGON_BOUND * height
+        max(abs(v) for v in xs) > COORDINATE_BOUND * width
+        or max(abs(v) for v in ys) > COORDINATE_BOUND * height
     ):
         raise CocoJsonError(
             f"{where}: polygon coordinates span x {min(xs)}..{max(xs)}, y {min(ys)}..{max(ys)}, "
-            f"beyond {POLYGON_BOUND}x the image's {width}x{height}"
+            f"beyond {COORDINATE_BOUND}x the image's {width}x{height}"
         )
 
 
