@@ -21,6 +21,7 @@ from detectron2.structures import Instances
 from PIL import Image, ImageOps
 
 from retinamask_d2.config import add_retinamask_config
+from retinamask_d2.engine.checkpoint import check_loadable
 from retinamask_d2.image_io import (
     DEFAULT_MAX_MEGAPIXELS,
     check_format,
@@ -64,7 +65,11 @@ class RetinaMaskPredictor(DefaultPredictor):
     """
 
     def __init__(self, cfg: CfgNode, max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS):
-        super().__init__(cfg)
+        try:
+            super().__init__(cfg)
+        except Exception:
+            check_loadable(cfg.MODEL.WEIGHTS)  # a CheckpointError that says what the file is
+            raise
         self.metadata = model_metadata(cfg)
         self.max_megapixels = max_megapixels
 

@@ -90,3 +90,18 @@ def test_evaluation_refuses_weights_of_another_shape(tmp_path):
     CheckedCheckpointer(nn.Linear(2, 3)).load(path)  # training: detectron2 warns and goes on
     with pytest.raises(CheckpointError, match=r"four\.pth: 2 weight\(s\) do not fit the model"):
         CheckedCheckpointer(nn.Linear(2, 3), refuse_mismatched_shapes=True).load(path)
+
+
+def test_the_predictor_says_what_a_bad_weights_file_is(tmp_path):
+    from retinamask_d2.predictor import RetinaMaskPredictor
+    from tests.common import get_tiny_cfg
+
+    cfg = get_tiny_cfg()
+    cfg.MODEL.WEIGHTS = str(tmp_path / "model.pth")
+    (tmp_path / "model.pth").write_text('{"not": "weights"}')
+    with pytest.raises(CheckpointError) as error:
+        RetinaMaskPredictor(cfg)
+    assert (
+        str(error.value)
+        == f"{tmp_path / 'model.pth'}: a JSON or text file, not a PyTorch checkpoint"
+    )

@@ -15,6 +15,7 @@ import os
 import zipfile
 from typing import Any
 
+import torch
 from detectron2.checkpoint import DetectionCheckpointer
 
 logger = logging.getLogger(__name__)
@@ -107,6 +108,13 @@ class CheckedCheckpointer(DetectionCheckpointer):
     def _newest_first(self) -> list[str]:
         files = self.get_all_checkpoint_files()
         return sorted(files, key=lambda f: (os.path.getmtime(f), f), reverse=True)
+
+
+def check_loadable(path: str) -> None:
+    """Raise :class:`CheckpointError` if the local file ``path`` does not load as a checkpoint
+    (other paths, e.g. URLs and model-zoo formats, are left to detectron2)."""
+    if os.path.isfile(path) and not path.endswith(MODEL_ZOO_SUFFIXES):
+        CheckedCheckpointer(torch.nn.Module())._load_file(path)
 
 
 def describe_unloadable(filename: str, error: Exception) -> str:
