@@ -121,8 +121,18 @@ def main(args: argparse.Namespace):
         return run(args)
     except USER_ERRORS as e:
         if comm.is_main_process():
-            print(f"error: {e}", file=sys.stderr)
+            print(f"error: {user_message(e)}", file=sys.stderr)
         sys.exit(USAGE_EXIT_CODE)
+
+
+def user_message(error: Exception) -> str:
+    """The error's own message; for one re-raised from a data-loader worker (whose message is
+    then the worker's whole traceback), the original message at its end."""
+    message = str(error)
+    if "Original Traceback" not in message:
+        return message
+    marker = f"{type(error).__module__}.{type(error).__qualname__}: "
+    return message.rpartition(marker)[2].strip() or message
 
 
 def run(args: argparse.Namespace):

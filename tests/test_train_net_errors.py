@@ -120,3 +120,21 @@ def test_as_a_script_exit_code_2_without_traceback(tmp_path):
     done = subprocess.run(command + ["MODEL.NOPE", "1"], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert done.stderr.strip().splitlines()[-1].startswith("error: bad config")
+
+
+def test_errors_from_data_loader_workers_show_their_own_message(tmp_path):
+    from torch.utils.data import DataLoader
+
+    from retinamask_d2.image_io import ImageReadError
+
+    class Broken:
+        def __len__(self):
+            return 1
+
+        def __getitem__(self, index):
+            raise ImageReadError("/data/x.jpg: truncated or corrupt image data")
+
+    with pytest.raises(ImageReadError) as error:
+        next(iter(DataLoader(Broken(), num_workers=1)))
+    assert "Original Traceback" in str(error.value)
+    assert train_net.user_message(error.value) == "/data/x.jpg: truncated or corrupt image data"
