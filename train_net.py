@@ -8,27 +8,43 @@
         --test-json val.json --test-images imgs/                 # a COCO-format dataset
 
 Without a GPU, the model runs on the CPU and ``--num-gpus N`` starts N CPU processes (GLOO).
+Problems with the command line, the config, the data or a checkpoint print one ``error:`` message
+(the file, the id, what to do) and exit with code 2; other errors keep their traceback.
 """
 
 import argparse
 import logging
 import os
+import sys
 
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
+import yaml
 from detectron2.config import get_cfg
+from detectron2.data import DatasetCatalog
 from detectron2.engine import default_argument_parser, default_setup, launch
 from detectron2.evaluation import verify_results
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from retinamask_d2 import add_retinamask_config
-from retinamask_d2.data.coco_json import CocoJsonError
+from retinamask_d2.data.coco_json import CocoJsonError, is_checked_coco_json
 from retinamask_d2.data.user_datasets import setup_datasets
 from retinamask_d2.engine import Trainer
+from retinamask_d2.engine.checkpoint import CheckedCheckpointer, CheckpointError
+from retinamask_d2.engine.test_classes import check_test_classes
+from retinamask_d2.image_io import ImageReadError
 
 # Names under which --train-json / --test-json register their datasets.
 CLI_DATASET_NAMES = {"train": "coco_json_train", "test": "coco_json_test"}
+USAGE_EXIT_CODE = 2
+
+
+class UsageError(ValueError):
+    """A command line or config that cannot run; the message says what to change."""
+
+
+# Errors whose message is all a user needs: printed as one "error:" line, exit code 2.
+USER_ERRORS = (UsageError, CocoJsonError, ImageReadError, CheckpointError)
 
 
 def dataset_options(args: argparse.Namespace) -> list[str]:
@@ -51,12 +67,31 @@ def setup(args: argparse.Namespace):
     """The config of ``args``, fitted to its datasets, frozen; logging and seeding set up."""
     cfg = get_cfg()
     add_retinamask_config(cfg)
-    if args.config_file:
-        cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(dataset_options(args) + (args.opts or []))
+    if args.config_file and not os.path.isfile(args.config_file):
+        raise UsageError(f"--config-file {args.config_file}: no such file")
+    try:
+        if args.config_file:
+            cfg.merge_from_file(args.config_file)
+        cfg.merge_from_list(dataset_options(args) + (args.opts or []))
+    except (KeyError, ValueError, AssertionError, TypeError, yaml.YAMLError) as e:
+        if isinstance(e, CocoJsonError):
+            raise
+        source = " or ".join(filter(None, [args.config_file, "the command line's KEY VALUE"]))
+        raise UsageError(f"bad config in {source}: {e}") from None
     # Before the datasets are checked: what they skip is logged to OUTPUT_DIR/log.txt too.
     setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="retinamask_d2")
+    if not args.eval_only and not cfg.DATASETS.TRAIN:
+        raise UsageError(
+            "no training set: pass --train-json FILE --train-images DIR, or name datasets in "
+            "DATASETS.TRAIN (or evaluate with --eval-only)"
+        )
     setup_datasets(cfg, training=not args.eval_only)
+    for name in cfg.DATASETS.TEST:  # checked now, not after training
+        if is_checked_coco_json(name):
+            DatasetCatalog.get(name)
+    check_test_classes(cfg)
+    if args.eval_only:
+        _check_eval_weights(cfg, args.resume)
     no_gpu = cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available()
     if no_gpu:
         cfg.MODEL.DEVICE = "cpu"
@@ -67,13 +102,47 @@ def setup(args: argparse.Namespace):
     return cfg
 
 
+def _check_eval_weights(cfg, resume: bool) -> None:
+    weights = cfg.MODEL.WEIGHTS
+    if resume and os.path.isfile(os.path.join(cfg.OUTPUT_DIR, "last_checkpoint")):
+        return
+    if not weights:
+        raise UsageError(
+            "--eval-only with an empty MODEL.WEIGHTS would evaluate an untrained model; pass "
+            "MODEL.WEIGHTS path/to/model_final.pth"
+        )
+    if "://" not in weights and not os.path.isfile(weights):
+        raise UsageError(f"MODEL.WEIGHTS {weights}: no such file")
+
+
 def main(args: argparse.Namespace):
+    """:func:`run`, with the errors in ``USER_ERRORS`` printed as one line and exit code 2."""
+    try:
+        return run(args)
+    except USER_ERRORS as e:
+        if comm.is_main_process():
+            print(f"error: {user_message(e)}", file=sys.stderr)
+        sys.exit(USAGE_EXIT_CODE)
+
+
+def user_message(error: Exception) -> str:
+    """The error's own message; for one re-raised from a data-loader worker (whose message is
+    then the worker's whole traceback), the original message at its end."""
+    message = str(error)
+    if "Original Traceback" not in message:
+        return message
+    marker = f"{type(error).__module__}.{type(error).__qualname__}: "
+    return message.rpartition(marker)[2].strip() or message
+
+
+def run(args: argparse.Namespace):
     cfg = setup(args)
     if args.eval_only:
         model = Trainer.build_model(cfg)
-        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
-            cfg.MODEL.WEIGHTS, resume=args.resume
+        checkpointer = CheckedCheckpointer(
+            model, save_dir=cfg.OUTPUT_DIR, refuse_mismatched_shapes=True
         )
+        checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
         results = Trainer.test(cfg, model)
         if comm.is_main_process():
             verify_results(cfg, results)
@@ -95,14 +164,27 @@ def argument_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def launch_main(args: argparse.Namespace) -> None:
+    """``launch(main)``; a process that stopped on a user error (exit code 2) ends the run with
+    the same code, without the parent's traceback on top of the child's one-line message."""
+    from torch.multiprocessing import ProcessExitedException
+
+    try:
+        launch(
+            main,
+            args.num_gpus,
+            num_machines=args.num_machines,
+            machine_rank=args.machine_rank,
+            dist_url=args.dist_url,
+            args=(args,),
+        )
+    except ProcessExitedException as e:
+        if e.exit_code == USAGE_EXIT_CODE:
+            sys.exit(USAGE_EXIT_CODE)
+        raise
+
+
 if __name__ == "__main__":
     args = argument_parser().parse_args()
     print("Command Line Args:", args)
-    launch(
-        main,
-        args.num_gpus,
-        num_machines=args.num_machines,
-        machine_rank=args.machine_rank,
-        dist_url=args.dist_url,
-        args=(args,),
-    )
+    launch_main(args)

@@ -322,7 +322,12 @@ def expand_inputs(patterns: list[str], report: Report) -> list[Path]:
 def plan_image_outputs(
     paths: list[Path], args: argparse.Namespace
 ) -> tuple[list[ImageJob], Path | None]:
-    """Name every output before the model loads, so clashes stop the run before any work."""
+    """Name every output before the model loads, so clashes stop the run before any work.
+
+    Outputs never replace an input, nor one another: two inputs whose drawings or cut-outs
+    would get the same name (``a.gif`` drawn as ``a.gif.png`` next to an input ``a.gif.png``)
+    get distinct ones (``a.gif_2.png``); an output that would replace an input stops the run.
+    """
     output = Path(args.output) if args.output else DEFAULT_OUTPUT
     output_is_file = output.suffix.lower() in WRITABLE_SUFFIXES and not output.is_dir()
     if output_is_file and len(paths) > 1:
@@ -336,40 +341,100 @@ def plan_image_outputs(
     if args.cutouts is not None:
         default = folder / (f"{stem_base}_cutouts" if output_is_file else "cutouts")
         cutout_root = Path(args.cutouts) if args.cutouts else default
+    inputs = {_key(p): p for p in paths}
     json_path = None
     if args.json is not None:
         default = output.with_suffix(".json") if output_is_file else folder / "results.json"
         json_path = Path(args.json) if args.json else default
         if json_path.is_dir():
             raise UsageError(f"--json {json_path} is a folder; name a file")
+        if _key(json_path) in inputs:
+            raise UsageError(f"--json {json_path} is an input image; name another file")
         if json_path.exists() and not args.overwrite:
             raise UsageError(f"{json_path} exists already; pass --overwrite to replace it")
 
     names = _relative_names(paths)
     prefixes = _cutout_prefixes(names)
-    inputs = {p.resolve() for p in paths}
+    taken = {} if json_path is None else {_key(json_path): "the --json file"}
+    taken_prefixes: dict[str, set[str]] = {}  # cut-out folder -> prefixes used there
     jobs = []
     for image_id, (path, name) in enumerate(zip(paths, names), start=1):
         drawing = output if output_is_file else folder / name
         if drawing.suffix.lower() not in WRITABLE_SUFFIXES:
             drawing = drawing.with_name(drawing.name + ".png")
-        if drawing.resolve() in inputs:
+        if _key(drawing) in inputs:
             raise UsageError(
-                f"the drawing of {path} would replace the input; choose another --output"
+                f"the drawing of {path} would replace the input {inputs[_key(drawing)]}; "
+                "choose another --output"
             )
-        cutout_dir = None if cutout_root is None else cutout_root / Path(name).parent
-        jobs.append(ImageJob(path, name, image_id, drawing, cutout_dir, prefixes[name]))
+        drawing = _distinct(drawing, lambda p: _key(p) in taken or _key(p) in inputs)
+        taken[_key(drawing)] = str(path)
+        cutout_dir, prefix = None, prefixes[name]
+        if cutout_root is not None:
+            cutout_dir = cutout_root / Path(name).parent
+            used = taken_prefixes.setdefault(_key(cutout_dir), set())
+            prefix = _distinct_prefix(prefix, used)
+            used.add(prefix.lower())
+        job = ImageJob(path, name, image_id, drawing, cutout_dir, prefix)
+        _refuse_cutouts_over_inputs(job, paths)
+        jobs.append(job)
     return jobs, json_path
 
 
+def _key(path: Path) -> str:
+    """What makes two paths one file: absolute, symlinks resolved, case folded (a file system
+    that ignores case would make ``A.png`` and ``a.png`` one file)."""
+    return str(path.resolve()).lower()
+
+
+def _distinct(path: Path, is_taken) -> Path:
+    """``path``, or ``<stem>_2<suffix>``, ``_3``, ... when that is taken."""
+    candidate, number = path, 2
+    while is_taken(candidate):
+        candidate = path.with_name(f"{path.stem}_{number}{path.suffix}")
+        number += 1
+    return candidate
+
+
+def _distinct_prefix(prefix: str, used: set[str]) -> str:
+    candidate, number = prefix, 2
+    while candidate.lower() in used:
+        candidate = f"{prefix}-{number}"
+        number += 1
+    return candidate
+
+
+def _refuse_cutouts_over_inputs(job: ImageJob, paths: list[Path]) -> None:
+    """Cut-out names (and, with --overwrite, the stale ones removed) must not be an input's."""
+    if job.cutout_dir is None:
+        return
+    pattern = _cutout_pattern(job.cutout_prefix)
+    for path in paths:
+        if _key(path.parent) == _key(job.cutout_dir) and pattern.fullmatch(path.name):
+            raise UsageError(
+                f"the cut-outs of {job.path} would be named like the input {path}; choose "
+                "another --cutouts folder"
+            )
+
+
 def _relative_names(paths: list[Path]) -> list[str]:
-    """Paths relative to their common folder, so inputs from subfolders do not collide."""
+    """Paths relative to the inputs' common folder, so inputs from subfolders do not collide.
+
+    Inputs with no common folder below the file system's root are named by their last folders
+    instead (as few as keep them apart), not by their whole absolute paths.
+    """
     resolved = [p.resolve() for p in paths]
     try:
         root = Path(os.path.commonpath([p.parent for p in resolved]))
     except ValueError:  # different drives
-        return [p.name for p in paths]
-    return [p.relative_to(root).as_posix() for p in resolved]
+        root = None
+    if root is not None and root.parent != root:
+        return [p.relative_to(root).as_posix() for p in resolved]
+    for depth in range(2, max(len(p.parts) for p in resolved) + 1):
+        tails = [Path(*p.parts[-depth:]).as_posix() for p in resolved]
+        if len({t.lower() for t in tails}) == len(tails):
+            return tails
+    return [p.relative_to(p.anchor).as_posix() for p in resolved]
 
 
 def _cutout_prefixes(names: list[str]) -> dict[str, str]:
@@ -398,8 +463,13 @@ def _outputs_free(job: ImageJob, overwrite: bool, report: Report) -> bool:
 def _existing_cutouts(job: ImageJob):
     if job.cutout_dir is None or not job.cutout_dir.is_dir():
         return iter(())
-    pattern = re.compile(re.escape(job.cutout_prefix) + r"_\d{3,}_.+_\d\.\d{3}\.png")
+    pattern = _cutout_pattern(job.cutout_prefix)
     return (p for p in sorted(job.cutout_dir.iterdir()) if pattern.fullmatch(p.name))
+
+
+def _cutout_pattern(prefix: str) -> re.Pattern:
+    """File names of the cut-outs of an image whose cut-outs are named after ``prefix``."""
+    return re.compile(re.escape(prefix) + r"_\d{3,}_.+_\d\.\d{3}\.png")
 
 
 def _predict_chunk(predictor: RetinaMaskPredictor, jobs: list[ImageJob], args, report: Report):

@@ -77,3 +77,6 @@ def add_retinamask_config(cfg: CN) -> None:
     # names in the model's order, and each class's category id in the training json.
     _C.MODEL.RETINAMASK.CLASS_NAMES = []
     _C.MODEL.RETINAMASK.DATASET_CATEGORY_IDS = []
+    # Evaluating on a dataset whose class names (or their order) are not CLASS_NAMES is refused,
+    # naming both lists; True maps the predictions to the dataset's classes by name instead.
+    _C.MODEL.RETINAMASK.TEST_CLASSES_BY_NAME = False

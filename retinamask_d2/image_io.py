@@ -13,6 +13,7 @@ import contextlib
 import os
 import warnings
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,10 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".g
 DEFAULT_MAX_MEGAPIXELS = 64.0
 
 _SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+FLOAT_IMAGES_REFUSED = "32-bit float images are not supported; save as 8 or 16 bit"
+EXIF_ORIENTATION = 0x0112
+# EXIF orientations that swap width and height (rotations by 90 degrees, transpositions).
+_TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)
 
 
 class ImageReadError(ValueError):
@@ -46,25 +51,14 @@ def read_image(
     """
     check_format(format)
     path = Path(path)
-    try:
-        with _pixel_limit(max_megapixels), Image.open(path) as image:
-            _check_size(image.size, max_megapixels, path)
-            image.load()
-            rgb = _pil_to_rgb(ImageOps.exif_transpose(image), path)
-    except ImageReadError:
-        raise
-    except FileNotFoundError:
-        raise ImageReadError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise ImageReadError(f"{path}: is a folder, not an image file") from None
-    except PermissionError:
-        raise ImageReadError(f"{path}: permission denied") from None
-    except UnidentifiedImageError:
-        raise ImageReadError(f"{path}: not an image file (Pillow cannot identify it)") from None
-    except Image.DecompressionBombError as e:
-        raise ImageReadError(f"{path}: {_too_large_message(max_megapixels)} ({e})") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as e:
-        raise ImageReadError(f"{path}: truncated or corrupt image data ({e})") from None
+    with (
+        _named_errors(path, max_megapixels),
+        _pixel_limit(max_megapixels),
+        Image.open(path) as image,
+    ):
+        _check_size(image.size, max_megapixels, path)
+        image.load()
+        rgb = pil_to_rgb(ImageOps.exif_transpose(image), str(path))
     return rgb if format == "RGB" else np.ascontiguousarray(rgb[:, :, ::-1])
 
 
@@ -115,19 +109,83 @@ def _flatten_alpha(image: np.ndarray) -> np.ndarray:
     return np.round(flat).astype(np.uint8)
 
 
-def _pil_to_rgb(image: Image.Image, path: Path) -> np.ndarray:
+def pil_to_rgb(image: Image.Image, name: str = "image") -> np.ndarray:
+    """An (H, W, 3) uint8 RGB array of a PIL image (16-bit scaled, alpha flattened onto white);
+    the EXIF orientation is not applied here (``read_image`` does, from the file)."""
     if image.mode in _SIXTEEN_BIT_MODES:
         values = np.asarray(image)
         if values.min() < 0 or values.max() > 65535:
             raise ImageReadError(
-                f"{path}: {image.mode} pixel values {values.min()}..{values.max()} do not fit "
+                f"{name}: {image.mode} pixel values {values.min()}..{values.max()} do not fit "
                 "16 bits; only 8- and 16-bit images are supported"
             )
-        return to_uint8_3channel(values.astype(np.uint16), str(path))
+        return to_uint8_3channel(values.astype(np.uint16), name)
     if image.mode == "F":
-        raise ImageReadError(f"{path}: 32-bit float images are not supported; save as 8 or 16 bit")
+        raise ImageReadError(f"{name}: {FLOAT_IMAGES_REFUSED}")
     has_alpha = "A" in image.mode or "transparency" in image.info
-    return to_uint8_3channel(np.asarray(image.convert("RGBA" if has_alpha else "RGB")), str(path))
+    return to_uint8_3channel(np.asarray(image.convert("RGBA" if has_alpha else "RGB")), name)
+
+
+@dataclass(frozen=True)
+class ImageHeader:
+    """What an image file's header says, without decoding its pixels."""
+
+    format: str  # Pillow's format name, e.g. "JPEG"
+    mode: str  # Pillow's mode, e.g. "RGB", "I;16"
+    stored_size: tuple[int, int]  # (width, height) as stored in the file
+    orientation: int  # EXIF orientation tag, 1 when there is none
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) as :func:`read_image` returns it, i.e. after the EXIF rotation."""
+        width, height = self.stored_size
+        return (height, width) if self.orientation in _TRANSPOSING_ORIENTATIONS else (width, height)
+
+
+def read_header(path: str | os.PathLike) -> ImageHeader:
+    """The header of an image file (format, mode, size, EXIF orientation), read without decoding
+    the pixels, so that a whole dataset can be checked before training; raises
+    :class:`ImageReadError` for what :func:`read_image` would refuse from the header alone.
+    Truncated pixel data is only found by decoding, i.e. by :func:`read_image`."""
+    path = Path(path)
+    with _named_errors(path, None), _pixel_limit(None), Image.open(path) as image:
+        if image.mode == "F":
+            raise ImageReadError(f"{path}: {FLOAT_IMAGES_REFUSED}")
+        return ImageHeader(image.format or "", image.mode, image.size, _orientation(image))
+
+
+def _orientation(image: Image.Image) -> int:
+    # Pillow's getexif() decodes a whole PNG when its EXIF is not in the header; the header's
+    # EXIF (JPEG APP1, WebP, PNG eXIf before the pixels) or TIFF tags are enough here.
+    if image.format == "TIFF":
+        return int(image.getexif().get(EXIF_ORIENTATION, 1))
+    raw = image.info.get("exif")
+    if not raw:
+        return 1
+    exif = Image.Exif()
+    exif.load(raw)
+    return int(exif.get(EXIF_ORIENTATION, 1))
+
+
+@contextlib.contextmanager
+def _named_errors(path: Path, max_megapixels: float | None) -> Iterator[None]:
+    """Turn what Pillow and the OS raise for ``path`` into an :class:`ImageReadError` naming it."""
+    try:
+        yield
+    except ImageReadError:
+        raise
+    except FileNotFoundError:
+        raise ImageReadError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise ImageReadError(f"{path}: is a folder, not an image file") from None
+    except PermissionError:
+        raise ImageReadError(f"{path}: permission denied") from None
+    except UnidentifiedImageError:
+        raise ImageReadError(f"{path}: not an image file (Pillow cannot identify it)") from None
+    except Image.DecompressionBombError as e:
+        raise ImageReadError(f"{path}: {_too_large_message(max_megapixels)} ({e})") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        raise ImageReadError(f"{path}: truncated or corrupt image data ({e})") from None
 
 
 def check_format(format: str) -> None:

@@ -18,18 +18,21 @@ from detectron2.data import MetadataCatalog
 from detectron2.data.catalog import Metadata
 from detectron2.engine import DefaultPredictor
 from detectron2.structures import Instances
+from PIL import Image, ImageOps
 
 from retinamask_d2.config import add_retinamask_config
+from retinamask_d2.engine.checkpoint import check_loadable
 from retinamask_d2.image_io import (
     DEFAULT_MAX_MEGAPIXELS,
     check_format,
+    pil_to_rgb,
     read_image,
     to_uint8_3channel,
 )
 
 logger = logging.getLogger(__name__)
 
-ImageLike = np.ndarray | str | os.PathLike
+ImageLike = np.ndarray | str | os.PathLike | Image.Image
 
 
 def load_config(
@@ -62,15 +65,21 @@ class RetinaMaskPredictor(DefaultPredictor):
     """
 
     def __init__(self, cfg: CfgNode, max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS):
-        super().__init__(cfg)
+        try:
+            super().__init__(cfg)
+        except Exception:
+            check_loadable(cfg.MODEL.WEIGHTS)  # a CheckpointError that says what the file is
+            raise
         self.metadata = model_metadata(cfg)
         self.max_megapixels = max_megapixels
 
     def predict(self, image: ImageLike, format: str = "BGR") -> Instances:
-        """Instances of one image: a path, or an array whose channels are in ``format``.
+        """Instances of one image: a path, a PIL image, or an array whose channels are in
+        ``format``.
 
         ``format`` ("BGR", as OpenCV reads, or "RGB", as Pillow and matplotlib) only applies to
-        arrays. Arrays may also be grayscale, have alpha or be 16-bit (see
+        arrays; files and PIL images are read as the demo reads them (EXIF orientation
+        applied). Arrays may also be grayscale, have alpha or be 16-bit (see
         ``image_io.to_uint8_3channel``).
         """
         return self.predict_batch([image], format=format)[0]
@@ -79,7 +88,7 @@ class RetinaMaskPredictor(DefaultPredictor):
         """Instances of each image, from one forward pass over all of them (pass a chunk at a
         time to bound memory). Raises ``image_io.ImageReadError`` naming the bad image."""
         check_format(format)
-        if isinstance(images, (np.ndarray, str, os.PathLike)):
+        if isinstance(images, (np.ndarray, str, os.PathLike, Image.Image)):
             raise TypeError("predict_batch takes a list of images; use predict for one image")
         inputs = [self._model_input(image, format, i) for i, image in enumerate(images)]
         if not inputs:
@@ -91,6 +100,9 @@ class RetinaMaskPredictor(DefaultPredictor):
     def _model_input(self, image: ImageLike, format: str, position: int) -> dict:
         if isinstance(image, (str, os.PathLike)):
             model_image = read_image(image, self.input_format, self.max_megapixels)
+        elif isinstance(image, Image.Image):
+            rgb = pil_to_rgb(ImageOps.exif_transpose(image), f"image {position} of the batch")
+            model_image = rgb if self.input_format == "RGB" else rgb[:, :, ::-1]
         else:
             model_image = to_uint8_3channel(image, f"image {position} of the batch")
             if format != self.input_format:

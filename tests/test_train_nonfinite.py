@@ -39,3 +39,29 @@ def test_nan_loss_stops_training_naming_the_loss_and_iteration(tmp_path):
     assert trainer.iter == 2
     # The error comes after backward but before the optimizer step: the weights stay usable.
     assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+
+
+def test_non_finite_box_deltas_stop_like_a_non_finite_loss(tmp_path):
+    generate(tmp_path, {"train": 4}, image_size=64, seed=0)
+    cfg = get_tiny_cfg(num_classes=4)
+    cfg.DATASETS.COCO_JSON = (("nan_dx", str(tmp_path / "train.json"), str(tmp_path / "train")),)
+    cfg.DATASETS.TRAIN, cfg.DATASETS.TEST = ("nan_dx",), ()
+    cfg.SOLVER.MAX_ITER = 5
+    cfg.OUTPUT_DIR = str(tmp_path / "out")
+    setup_datasets(cfg)
+    trainer = Trainer(cfg)
+    trainer.resume_or_load(resume=False)
+
+    def poison_deltas_from_iteration_1(module, inputs, outputs):
+        logits, deltas = outputs
+        if get_event_storage().iter >= 1:
+            deltas = [d * float("inf") for d in deltas]  # inf * 0 gives NaN too
+        return logits, deltas
+
+    trainer.model.head.register_forward_hook(poison_deltas_from_iteration_1)
+    with pytest.raises(FloatingPointError) as error:
+        trainer.train()
+    message = str(error.value)
+    assert "Loss became infinite or NaN at iteration=1" in message
+    assert "non-finite box deltas" in message and "'loss_box_reg': nan" in message
+    assert trainer.iter == 1

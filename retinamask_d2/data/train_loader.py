@@ -1,7 +1,8 @@
 """The training data loader of :class:`retinamask_d2.engine.Trainer`: deterministic, resumable.
 
 It reuses detectron2's dataset dicts (``get_detection_dataset_dicts``), storage
-(``DatasetFromList``) and ``DatasetMapper``; what it replaces is the sampling (see
+(``DatasetFromList``) and ``DatasetMapper`` (reading with the project's image reader, see
+:mod:`retinamask_d2.data.mapper`); what it replaces is the sampling (see
 :mod:`retinamask_d2.data.samplers` for why) and the RNG of the mapper, which is seeded per
 sample, so augmentations depend on (seed, iteration, position) only, not on how many workers
 load the data or where a run was resumed.
@@ -17,15 +18,20 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import torch
 from detectron2.config import CfgNode
-from detectron2.data import DatasetFromList, DatasetMapper, get_detection_dataset_dicts
+from detectron2.data import DatasetFromList, get_detection_dataset_dicts
 from detectron2.data.build import trivial_batch_collator
 from detectron2.utils import comm
 from torch.utils.data import DataLoader, Dataset
 
+from retinamask_d2.image_io import ImageReadError
+
+from .mapper import ImageIOMapper
 from .samplers import IterationBatchSampler
 
 logger = logging.getLogger(__name__)
 MAPPER_RETRIES = 3
+# Training skips images that fail to decode up to this fraction of the dataset (at least one).
+MAX_UNREADABLE_FRACTION = 0.01
 
 
 @contextlib.contextmanager
@@ -46,13 +52,25 @@ def seeded_rngs(seed: int) -> Iterator[None]:
 class SeededMapDataset(Dataset):
     """``mapper(dataset[index])`` for items ``(index, seed)``, with the RNGs seeded by ``seed``.
 
-    A mapper may return None for an image it cannot use (detectron2's ``MapDataset`` convention);
-    another index, drawn from ``seed``, is tried then.
+    A mapper may return None for an image it cannot use (detectron2's ``MapDataset`` convention),
+    or raise :class:`ImageReadError` for an image that fails only when decoded (the headers were
+    checked before training): another index, drawn from ``seed``, is tried then. Unreadable files
+    are named in the log and counted; more than ``max_unreadable`` of them (distinct files, per
+    data-loading process) stop training with their list.
     """
 
-    def __init__(self, dataset: Dataset, mapper: Callable[[dict], dict | None]):
+    def __init__(
+        self,
+        dataset: Dataset,
+        mapper: Callable[[dict], dict | None],
+        max_unreadable: int | None = None,
+    ):
         self.dataset = dataset
         self.mapper = mapper
+        if max_unreadable is None:
+            max_unreadable = max(1, int(MAX_UNREADABLE_FRACTION * len(dataset)))
+        self.max_unreadable = max_unreadable
+        self.unreadable: dict[str, str] = {}  # file name -> why
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -62,12 +80,48 @@ class SeededMapDataset(Dataset):
         fallback = random.Random(seed)
         for _ in range(MAPPER_RETRIES + 1):
             with seeded_rngs(seed):
-                mapped = self.mapper(self.dataset[index])
+                try:
+                    mapped = self.mapper(self.dataset[index])
+                except ImageReadError as e:
+                    self._count_unreadable(self.dataset[index].get("file_name", str(index)), e)
+                    mapped = None
+                else:
+                    if mapped is None:
+                        logger.warning(
+                            f"the data mapper returned None for dataset index {index}; skipping it"
+                        )
             if mapped is not None:
                 return mapped
-            logger.warning(f"the data mapper returned None for dataset index {index}; skipping it")
-            index = fallback.randrange(len(self.dataset))
+            index = self._other_index(fallback)
         raise RuntimeError(f"the data mapper returned None {MAPPER_RETRIES + 1} times in a row")
+
+    def _other_index(self, rng: random.Random) -> int:
+        """A random index, avoiding the files known to be unreadable (a few draws at most)."""
+        for _ in range(MAPPER_RETRIES * 10):
+            index = rng.randrange(len(self.dataset))
+            if self.dataset[index].get("file_name") not in self.unreadable:
+                break
+        return index
+
+    def _count_unreadable(self, file_name: str, error: ImageReadError) -> None:
+        first_time = file_name not in self.unreadable
+        self.unreadable[file_name] = str(error)
+        if len(self.unreadable) > self.max_unreadable:
+            listed = "\n  ".join(self.unreadable.values())
+            raise UnreadableImagesError(
+                f"{len(self.unreadable)} of {len(self.dataset)} training images cannot be "
+                f"decoded, more than the {self.max_unreadable} skipped at most; fix or remove "
+                f"them:\n  {listed}"
+            )
+        if first_time:
+            logger.warning(
+                f"skipping an image that cannot be decoded ({len(self.unreadable)} so far, "
+                f"training stops past {self.max_unreadable}): {error}"
+            )
+
+
+class UnreadableImagesError(ImageReadError):
+    """More training images failed to decode than a run skips."""
 
 
 class ResumableTrainLoader:
@@ -134,6 +188,6 @@ def build_resumable_train_loader(
     )
     dataset = SeededMapDataset(
         DatasetFromList(dataset_dicts, copy=False),
-        mapper if mapper is not None else DatasetMapper(cfg, is_train=True),
+        mapper if mapper is not None else ImageIOMapper(cfg, is_train=True),
     )
     return ResumableTrainLoader(dataset, sampler, cfg.DATALOADER.NUM_WORKERS)

@@ -59,6 +59,8 @@ def setup_datasets(cfg: CfgNode, training: bool = True) -> None:
     for name in checked:
         DatasetCatalog.get(name)  # runs the checks; cached for the data loader
         meta = MetadataCatalog.get(name)
+        if meta.no_training_annotations:
+            raise CocoJsonError(meta.no_training_annotations)
         if cfg.MODEL.MASK_ON and not meta.has_masks:
             raise CocoJsonError(
                 f"{meta.json_file}: no annotation has a 'segmentation', but MODEL.MASK_ON is True "

@@ -14,8 +14,15 @@ What it changes in detectron2's ``DefaultTrainer``, and why:
   detectron2's loader (resuming then continues, but not bit for bit).
 * ``state_dict`` also saves the optimizer, which detectron2 v0.6 leaves out of checkpoints
   (later versions save it the same way, under ``"_trainer"``).
-* ``build_evaluator`` is COCOEvaluator (boxes, and masks with ``MODEL.MASK_ON``) in its pure-Python
-  mode, which needs no ``detectron2._C``.
+* ``build_evaluator`` is COCOEvaluator (boxes, and masks with ``MODEL.MASK_ON`` unless
+  ``MODEL.RETINAMASK.TEST_TOPK_MASKS`` is 0, i.e. box-only inference) in its pure-Python mode,
+  which needs no ``detectron2._C``.
+* images are read by the project's reader in training and evaluation alike
+  (:class:`~retinamask_d2.data.mapper.ImageIOMapper`), as in the predictor and the demo.
+* checkpoints load through :class:`~retinamask_d2.engine.checkpoint.CheckedCheckpointer`
+  (errors name the file; ``--resume`` falls back to the newest intact checkpoint).
+* ``test`` maps the predicted classes to a test set's by name where
+  ``MODEL.RETINAMASK.TEST_CLASSES_BY_NAME`` allows it (:mod:`~retinamask_d2.engine.test_classes`).
 """
 
 from __future__ import annotations
@@ -23,23 +30,27 @@ from __future__ import annotations
 import logging
 import os
 import weakref
+from collections import OrderedDict
 
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import CfgNode
+from detectron2.data import build_detection_test_loader, build_detection_train_loader
 from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, create_ddp_model
 from detectron2.engine.train_loop import TrainerBase
 from detectron2.evaluation import COCOEvaluator
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
+from retinamask_d2.data.mapper import ImageIOMapper
 from retinamask_d2.data.train_loader import (
     ResumableTrainLoader,
     build_resumable_train_loader,
     run_seed,
 )
 
+from .checkpoint import CheckedCheckpointer
 from .hooks import ReproducibleSteps
+from .test_classes import ClassRemap, class_index_map
 
 
 class Trainer(DefaultTrainer):
@@ -60,9 +71,7 @@ class Trainer(DefaultTrainer):
         self._trainer = trainer_class(model, data_loader, optimizer)
 
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
-        self.checkpointer = DetectionCheckpointer(
-            model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self)
-        )
+        self.checkpointer = CheckedCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg
@@ -100,17 +109,45 @@ class Trainer(DefaultTrainer):
                 f"DATALOADER.SAMPLER_TRAIN {cfg.DATALOADER.SAMPLER_TRAIN}: using detectron2's "
                 "loader, whose position is not checkpointed; a resumed run will see other images"
             )
-            return super().build_train_loader(cfg)
+            return build_detection_train_loader(cfg, mapper=ImageIOMapper(cfg, is_train=True))
         return build_resumable_train_loader(cfg)
+
+    @classmethod
+    def build_test_loader(cls, cfg: CfgNode, dataset_name: str):
+        return build_detection_test_loader(
+            cfg, dataset_name, mapper=ImageIOMapper(cfg, is_train=False)
+        )
+
+    @classmethod
+    def test(cls, cfg: CfgNode, model: torch.nn.Module, evaluators=None):
+        index_maps = {name: class_index_map(cfg, name) for name in cfg.DATASETS.TEST}
+        if all(index_map is None for index_map in index_maps.values()):
+            return super().test(cfg, model, evaluators)
+        results = OrderedDict()
+        for i, (name, index_map) in enumerate(index_maps.items()):
+            one = cfg.clone()
+            one.defrost()
+            one.DATASETS.TEST = (name,)
+            evaluator = None if evaluators is None else [evaluators[i]]
+            remapped = model if index_map is None else ClassRemap(model, index_map)
+            results[name] = super().test(one, remapped, evaluator)
+        return results if len(results) > 1 else results[name]
 
     @classmethod
     def build_evaluator(cls, cfg: CfgNode, dataset_name: str, output_folder: str | None = None):
         if output_folder is None:
             output_folder = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
-        tasks = ("bbox", "segm") if cfg.MODEL.MASK_ON else ("bbox",)
+        tasks = ("bbox", "segm") if predicts_masks(cfg) else ("bbox",)
         return COCOEvaluator(
             dataset_name, tasks=tasks, output_dir=output_folder, use_fast_impl=False
         )
+
+
+def predicts_masks(cfg: CfgNode) -> bool:
+    """Whether the model's test-time outputs have masks (``TEST_TOPK_MASKS`` 0: boxes only)."""
+    if not cfg.MODEL.MASK_ON:
+        return False
+    return cfg.MODEL.META_ARCHITECTURE != "RetinaMask" or cfg.MODEL.RETINAMASK.TEST_TOPK_MASKS > 0
 
 
 def ddp_device_kwargs(model: torch.nn.Module) -> dict:

@@ -145,6 +145,7 @@ class RetinaMask(RetinaNet):
             anchors = self.anchor_generator(features)
             gt_labels, gt_boxes = self.label_anchors(anchors, gt_instances)
             losses = self.losses(anchors, pred_logits, gt_labels, pred_deltas, gt_boxes)
+            _check_finite_deltas(pred_deltas, losses)
             detections = self.detect_mask_training_rois(images, anchors, pred_logits, pred_deltas)
             losses.update(self.mask_branch.losses(mask_features, detections, gt_instances))
             if self.vis_period > 0 and get_event_storage().iter % self.vis_period == 0:
@@ -268,6 +269,19 @@ class RetinaMask(RetinaNet):
             losses["loss_box_reg"] = loss / self.loss_normalizer
         losses["loss_box_reg"] = losses["loss_box_reg"] * self.box_reg_loss_weight
         return losses
+
+
+def _check_finite_deltas(pred_deltas: list[Tensor], losses: dict[str, Tensor]) -> None:
+    """Stop as a non-finite loss does (detectron2's ``FloatingPointError``, naming the iteration
+    and the losses) when the box head's deltas are not finite: decoding them into the mask
+    branch's training RoIs would otherwise fail in ``Boxes`` with a bare assertion."""
+    if torch.stack([torch.isfinite(d).all() for d in pred_deltas]).all():
+        return
+    shown = {name: float(value.detach()) for name, value in losses.items()}
+    raise FloatingPointError(
+        f"Loss became infinite or NaN at iteration={get_event_storage().iter}! The box head "
+        f"predicted non-finite box deltas.\nloss_dict = {shown}"
+    )
 
 
 def _with_clipped_boxes(detections: Instances) -> Instances:
