@@ -59,6 +59,7 @@ SWITCH_TESTS = {
         "test_convert_official",
         "test_gn_fpn_bias_needs_the_switch_and_anchors_must_match_the_config",
     ),
+    "TEST_CLASSES_BY_NAME": ("test_evaluation_inputs", "test_classes_mapped_by_name_when_asked"),
     "CLASS_NAMES": METADATA,
     "DATASET_CATEGORY_IDS": METADATA,
 }
