@@ -12,16 +12,24 @@ from retinamask_d2.engine import Trainer
 from tests.common import get_tiny_cfg
 
 
-def test_nan_loss_stops_training_naming_the_loss_and_iteration(tmp_path):
+def _trainer(tmp_path, dataset_name: str) -> Trainer:
+    """A trainer of the tiny model on 4 synthetic images, 5 iterations, no evaluation."""
     generate(tmp_path, {"train": 4}, image_size=64, seed=0)
     cfg = get_tiny_cfg(num_classes=4)
-    cfg.DATASETS.COCO_JSON = (("nan_train", str(tmp_path / "train.json"), str(tmp_path / "train")),)
-    cfg.DATASETS.TRAIN, cfg.DATASETS.TEST = ("nan_train",), ()
+    cfg.DATASETS.COCO_JSON = (
+        (dataset_name, str(tmp_path / "train.json"), str(tmp_path / "train")),
+    )
+    cfg.DATASETS.TRAIN, cfg.DATASETS.TEST = (dataset_name,), ()
     cfg.SOLVER.MAX_ITER = 5
     cfg.OUTPUT_DIR = str(tmp_path / "out")
     setup_datasets(cfg)
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=False)
+    return trainer
+
+
+def test_nan_loss_stops_training_naming_the_loss_and_iteration(tmp_path):
+    trainer = _trainer(tmp_path, "nan_train")
 
     def poison_mask_loss_from_iteration_2(module, inputs, losses):
         if get_event_storage().iter >= 2:
@@ -42,15 +50,7 @@ def test_nan_loss_stops_training_naming_the_loss_and_iteration(tmp_path):
 
 
 def test_non_finite_box_deltas_stop_like_a_non_finite_loss(tmp_path):
-    generate(tmp_path, {"train": 4}, image_size=64, seed=0)
-    cfg = get_tiny_cfg(num_classes=4)
-    cfg.DATASETS.COCO_JSON = (("nan_dx", str(tmp_path / "train.json"), str(tmp_path / "train")),)
-    cfg.DATASETS.TRAIN, cfg.DATASETS.TEST = ("nan_dx",), ()
-    cfg.SOLVER.MAX_ITER = 5
-    cfg.OUTPUT_DIR = str(tmp_path / "out")
-    setup_datasets(cfg)
-    trainer = Trainer(cfg)
-    trainer.resume_or_load(resume=False)
+    trainer = _trainer(tmp_path, "nan_dx")
 
     def poison_deltas_from_iteration_1(module, inputs, outputs):
         logits, deltas = outputs
