@@ -203,6 +203,9 @@ class RetinaMask(RetinaNet):
             if self.test_topk_masks == 0:
                 results.append({"instances": detector_postprocess(detections_i, height, width)})
                 continue
+            # detectron2's paste, one mask at a time on the CPU: pasting all masks in one pass is
+            # no faster on the synthetic images and slower at COCO scale, where the pixel count,
+            # not the per-mask overhead, dominates (benchmarks/paste_cost.py).
             output = detector_postprocess(masked_i, height, width)
             rest = detections_i[len(masked_i) :]
             if not self.drop_unmasked and len(rest) > 0:
