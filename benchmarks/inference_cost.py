@@ -16,7 +16,8 @@ costs; the median is kept alongside.
     python benchmarks/inference_cost.py --device cpu --threads 2
     python benchmarks/inference_cost.py --device cuda   # the same table on a GPU
 
-Writes ``benchmarks/results/inference_cost_<cpu|cuda>.json``.
+Writes ``benchmarks/results/inference_cost_<cpu|cuda>[-<precision>].json`` (``--precision``
+bf16 or fp16 runs the models under autocast).
 """
 
 import argparse
@@ -56,15 +57,20 @@ TRAINED_LIKE_SOURCE = (
 RETINANET_FAMILY = ("retinamask", "retinanet", "retinamask_p2")
 
 
-def serve_model(model_name: str, device: str, size: tuple[int, int], replies: TextIO):
+def serve_model(
+    model_name: str, device: str, precision: str, size: tuple[int, int], replies: TextIO
+):
     """Worker: build the model with random weights, then time one call per ``time C K``
     command: ``C`` class scores passing the threshold (RetinaNet family, "-" for Mask R-CNN) and
     ``K`` masks (``TEST_TOPK_MASKS``, "-" to keep the config's)."""
     from coco_configs import coco_scale_model_and_input, set_score_candidates
 
+    from retinamask_d2.precision import autocast_context
+
     height, width = size
     model, inputs = coco_scale_model_and_input(model_name, device, height, width)
     state: dict = {"candidates": None, "passing": None}
+    autocast = autocast_context(device, precision)
 
     def time_one(candidates: int | None, topk_masks: int | None) -> dict:
         if candidates is not None and state["candidates"] != candidates:
@@ -74,7 +80,7 @@ def serve_model(model_name: str, device: str, size: tuple[int, int], replies: Te
             model.test_topk_masks = topk_masks
         synchronize(device)
         start = time.perf_counter()
-        with torch.no_grad(), count_mask_rois(model) as mask_counts:
+        with torch.no_grad(), autocast(), count_mask_rois(model) as mask_counts:
             instances = model(inputs)[0]["instances"]
         synchronize(device)
         return {
@@ -110,6 +116,7 @@ def main() -> None:
     parser.add_argument("--mask-counts", type=int, nargs="+", default=MASK_COUNTS)
     parser.add_argument("--candidates", type=int, nargs="+", default=CANDIDATE_COUNTS)
     parser.add_argument("--trained-like", type=int, default=TRAINED_LIKE)
+    parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
     parser.add_argument(
         "--models", nargs="+", default=["retinamask", "retinanet", "mask_rcnn", "retinamask_p2"]
     )
@@ -127,12 +134,13 @@ def main() -> None:
     set_threads(args.threads)
     if args.serve:
         replies = claim_stdout()
-        serve_model(args.model, args.device, tuple(args.size), replies)
+        serve_model(args.model, args.device, args.precision, tuple(args.size), replies)
         return
 
     start = time.perf_counter()
     load_before = load_average()
     common = ["--device", args.device, "--threads", str(args.threads)]
+    common += ["--precision", args.precision]
     common += ["--size", *map(str, args.size)]
     headline = args.trained_like
     # (row name, model, candidates, masks): every row is one timed call per round.
@@ -219,6 +227,7 @@ def main() -> None:
         "benchmark": "inference_cost",
         "device": device_description(args.device),
         "device_kind": args.device.split(":")[0],
+        "precision": args.precision,
         "threads": args.threads,
         "image_size": list(args.size),
         "weights": "random (box regressors zeroed, see coco_configs.zero_box_regressors; "
@@ -239,7 +248,8 @@ def main() -> None:
         "ratios": ratios,
         "wall_s": time.perf_counter() - start,
     }
-    out = args.out or RESULTS_DIR / f"inference_cost_{result['device_kind']}.json"
+    suffix = "" if args.precision == "fp32" else f"-{args.precision}"
+    out = args.out or RESULTS_DIR / f"inference_cost_{result['device_kind']}{suffix}.json"
     write_json(out, result)
     print(f"inference_cost: wrote {out} in {result['wall_s']:.0f} s")
 
