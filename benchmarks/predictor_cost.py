@@ -12,11 +12,13 @@ Rows, each a predictor on the same images, taking turns image by image (the fast
   detections it keeps);
 * ``boxes_only@T``: the same weights with ``TEST_TOPK_MASKS`` 0, i.e. RetinaNet's work: the box
   branch is detectron2's RetinaNet, so this is what RetinaNet costs with these detections;
-* ``retinamask_all``: no threshold: the top-50 masks of the COCO evaluation, all detections;
-* ``retinamask@T_bf16``: the first row under bf16 autocast.
+* ``retinamask_all``: no threshold: the top-50 masks of the COCO evaluation, all detections.
 
-The AP part evaluates the model on the validation split with COCOEvaluator in fp32 and under
-bf16 autocast. Writes ``benchmarks/results/predictor_cost.json``.
+It also counts the class scores of each image that pass the 0.05 test threshold (what a
+trained model passes, for the COCO-scale benchmark's candidate counts). The AP part evaluates
+the model on the validation split with COCOEvaluator in fp32 and under bf16 autocast, and
+their wall time per image.
+Writes ``benchmarks/results/predictor_cost.json``.
 """
 
 import argparse
@@ -64,8 +66,32 @@ def evaluate(cfg, precision: str) -> dict:
     dataset = cfg.DATASETS.TEST[0]
     evaluator = COCOEvaluator(dataset, tasks=("bbox", "segm"), use_fast_impl=False)
     loader = build_detection_test_loader(cfg, dataset)
+    start = time.perf_counter()
     results = inference_on_dataset(Autocast(predictor.model), loader, evaluator)
-    return {task: {"AP": results[task]["AP"], "AP50": results[task]["AP50"]} for task in results}
+    seconds = time.perf_counter() - start
+    ap = {task: {"AP": results[task]["AP"], "AP50": results[task]["AP50"]} for task in results}
+    return {**ap, "s_per_image_with_evaluation": seconds / len(loader.dataset)}
+
+
+def score_candidates(predictor: RetinaMaskPredictor, images: list) -> dict:
+    """How many (anchor, class) scores of each image pass the model's test score threshold (the
+    candidates RetinaNet's decoding sorts), and out of how many."""
+    model = predictor.model
+    passing, totals = [], []
+    with torch.no_grad():
+        for image in images:
+            inputs = [predictor._model_input(image, "BGR", 0)]
+            features = model.backbone(model.preprocess_image(inputs).tensor)
+            logits = model.head([features[f] for f in model.head_in_features])[0]
+            passing.append(int(sum((x.sigmoid() > model.test_score_thresh).sum() for x in logits)))
+            totals.append(sum(x.numel() for x in logits))
+    return {
+        "threshold": model.test_score_thresh,
+        "median_per_image": median(passing),
+        "max_per_image": max(passing),
+        "scores_per_image": median(totals),
+        "fraction": median(p / t for p, t in zip(passing, totals)),
+    }
 
 
 def main() -> None:
@@ -89,9 +115,6 @@ def main() -> None:
         f"retinamask@{t:g}": RetinaMaskPredictor(cfg, confidence_threshold=t),
         f"boxes_only@{t:g}": RetinaMaskPredictor(boxes_only, confidence_threshold=t),
         "retinamask_all": RetinaMaskPredictor(cfg),
-        f"retinamask@{t:g}_bf16": RetinaMaskPredictor(
-            cfg, confidence_threshold=t, precision="bf16"
-        ),
     }
     files = [d["file_name"] for d in DatasetCatalog.get(cfg.DATASETS.TEST[0])][: args.images]
     images = [read_image(f, "BGR") for f in files]
@@ -129,9 +152,9 @@ def main() -> None:
         "ratios": {
             "retinamask_over_boxes_only": by[f"retinamask@{t:g}"] / by[f"boxes_only@{t:g}"],
             "all_masks_over_boxes_only": by["retinamask_all"] / by[f"boxes_only@{t:g}"],
-            "bf16_over_fp32": by[f"retinamask@{t:g}_bf16"] / by[f"retinamask@{t:g}"],
         },
     }
+    result["score_candidates"] = score_candidates(predictors["retinamask_all"], images)
     if not args.skip_ap:
         result["ap"] = {p: evaluate(cfg, p) for p in ("fp32", "bf16")}
     result.update(

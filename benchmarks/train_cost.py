@@ -34,13 +34,14 @@ MODELS = ("retinamask", "retinanet", "mask_rcnn")
 
 
 def synthetic_models_and_batches(
-    models: list[str], device: str, data_dir: Path, count: int, weights: str = ""
+    models: list[str], device: str, data_dir: Path, count: int, weights: str = "", opts=()
 ) -> tuple[dict, list]:
     """The accuracy benchmark's models and ``count`` of its training batches.
 
     The models start from random weights, or from the checkpoint ``weights`` where its names
     and shapes fit (detectron2's checkpointer skips the rest): a trained RetinaMask finds more
-    objects, so its mask branch trains on more RoIs than a random one.
+    objects, so its mask branch trains on more RoIs than a random one. ``opts`` (KEY VALUE ...)
+    change RetinaMask's config.
     """
     from accuracy import TRAIN_NAME, register_synthetic
     from detectron2.checkpoint import DetectionCheckpointer
@@ -57,6 +58,8 @@ def synthetic_models_and_batches(
     for name in models:
         cfg = synthetic_cfg(name, SharedSpec(), classes, "output/benchmarks/train_cost", device)
         cfg.DATASETS.TRAIN = (TRAIN_NAME,)
+        if name == "retinamask":
+            cfg.merge_from_list(list(opts))
         setup_datasets(cfg)
         torch.manual_seed(0)
         built[name] = build_benchmark_model(cfg).train()
@@ -100,7 +103,8 @@ def coco_models_and_batches(models: list[str], device: str, count: int, size=(80
 
 
 def step_fn(model: torch.nn.Module, device: str, amp: bool):
-    """One training step of ``model`` (forward, backward, SGD with lr 0), in AMP if asked."""
+    """One training step of ``model`` (forward, backward, SGD with lr 0), in AMP if asked, and
+    the ``EventStorage`` its scalars go to."""
     from detectron2.utils.events import EventStorage
 
     optimizer = torch.optim.SGD(model.parameters(), lr=0.0, momentum=0.9)
@@ -117,7 +121,7 @@ def step_fn(model: torch.nn.Module, device: str, amp: bool):
         scaler.step(optimizer)
         scaler.update()
 
-    return step
+    return step, storage
 
 
 def main() -> None:
@@ -132,6 +136,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, nargs=2, default=(800, 1333), metavar=("H", "W"))
     parser.add_argument("--data-dir", type=Path, default=Path("datasets/benchmark_synthetic"))
     parser.add_argument("--weights", default="", help="synthetic: a checkpoint to start from")
+    parser.add_argument("--opts", nargs="+", default=[], help="synthetic: RetinaMask KEY VALUE")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     set_threads(args.threads)
@@ -139,13 +144,15 @@ def main() -> None:
     count = args.warmup + args.iters
     if args.scale == "synthetic":
         models, batches = synthetic_models_and_batches(
-            args.models, args.device, args.data_dir, count, args.weights
+            args.models, args.device, args.data_dir, count, args.weights, args.opts
         )
     else:
         models, batches = coco_models_and_batches(args.models, args.device, count, args.size)
     amp_modes = {"off": [False], "on": [True], "both": [False, True]}[args.amp]
     runs = [(name, amp) for amp in amp_modes for name in args.models]
-    steps = {run: step_fn(models[run[0]], args.device, run[1]) for run in runs}
+    steps, storages = {}, {}
+    for run in runs:
+        steps[run], storages[run] = step_fn(models[run[0]], args.device, run[1])
     seconds: dict = {run: [] for run in runs}
     peak_gpu: dict = {run: 0.0 for run in runs}
     cuda = args.device.startswith("cuda")
@@ -175,6 +182,9 @@ def main() -> None:
         }
         if cuda:
             row["peak_gpu_mb"] = peak_gpu[(name, amp)]
+        history = storages[(name, amp)].histories().get("retinamask/num_mask_rois")
+        if history is not None:
+            row["mask_rois_per_image"] = median(v for v, _ in history.values())
         rows.append(row)
     by = {(r["model"], r["amp"]): r["s_per_iter"] for r in rows}
     ratios = {
@@ -192,6 +202,7 @@ def main() -> None:
         "threads": args.threads,
         "image_size": list(args.size) if args.scale == "coco" else None,
         "weights": args.weights or "random",
+        "retinamask_opts": args.opts,
         "warmup": args.warmup,
         "iters": args.iters,
         "statistic": "median s/iter",
