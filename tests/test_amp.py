@@ -86,3 +86,17 @@ def test_predictor_precision_runs_the_model_under_autocast():
     assert dtypes == [torch.float32, torch.bfloat16]
     with pytest.raises(ValueError, match="precision"):
         RetinaMaskPredictor(cfg, precision="fp8")
+
+
+def test_detectron2s_amp_trainer_needs_cuda_which_is_why_the_cpu_has_its_own():
+    """detectron2's AMPTrainer (v0.6 here, the same on main) builds a torch.cuda GradScaler, which
+    disables itself without CUDA, and its step asserts CUDA. Should that change, the CPU trainer
+    can go."""
+    if torch.cuda.is_available():
+        pytest.skip("checks the behaviour without CUDA")
+    model = build_tiny_model()
+    with pytest.warns(UserWarning, match="CUDA is not available"):
+        trainer = AMPTrainer(model, itertools.repeat(_batch()), torch.optim.SGD(model.parameters()))
+    assert not trainer.grad_scaler.is_enabled()
+    with pytest.raises(AssertionError, match="CUDA is required"):
+        trainer.run_step()
