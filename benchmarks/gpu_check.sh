@@ -10,8 +10,9 @@
 #   4. benchmarks/report.py, which puts the GPU rows into the README's tables.
 #
 #   benchmarks/gpu_check.sh                  # on a machine with a GPU, in the project's env
-#   benchmarks/gpu_check.sh --cpu-dry-run    # no GPU: the same steps, tiny, on the CPU, into
-#                                            # benchmarks/results/tmp (checks the script only)
+#   benchmarks/gpu_check.sh --cpu-dry-run    # no GPU: the same steps, tiny and without time
+#                                            # limits, on the CPU, into benchmarks/results/tmp
+#                                            # (checks the script only)
 #
 # PYTHON names the interpreter (default: .venv/bin/python if there, else python).
 set -euo pipefail
@@ -23,7 +24,7 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 if [[ "${1:-}" == "--cpu-dry-run" ]]; then
   device=cpu
   results=benchmarks/results/tmp
-  train=(--size 160 224 --warmup 0 --iters 1 --amp both)
+  train=(--size 64 96 --warmup 0 --iters 1 --amp both --models retinamask retinanet)
   infer=(--quick)
 else
   device=cuda
@@ -35,20 +36,24 @@ else
 fi
 mkdir -p "$results"
 start=$SECONDS
-step() { echo "== gpu_check: $1 ($((SECONDS - start)) s so far)"; }
+current=start
+step() { current=$1; echo "== gpu_check: $1 ($((SECONDS - start)) s so far)"; }
+trap 'echo "== gpu_check: FAILED in: $current (exit $?, $((SECONDS - start)) s)" >&2' ERR
+# A time limit per step on the GPU (the whole run must stay short); none on a CPU dry run.
+limit() { if [[ $device == cuda ]]; then timeout "$@"; else shift; "$@"; fi; }
 
 step "GPU tests on $device"
-RETINAMASK_TEST_DEVICE=$device timeout 120 "$PY" -m pytest tests/test_gpu.py -q -x -p no:cacheprovider
+RETINAMASK_TEST_DEVICE=$device limit 120 "$PY" -m pytest tests/test_gpu.py -q -x -p no:cacheprovider
 
 step "training R50-FPN, fp32 and AMP"
-timeout 200 "$PY" benchmarks/train_cost.py --scale coco --device "$device" "${train[@]}" \
+limit 200 "$PY" benchmarks/train_cost.py --scale coco --device "$device" "${train[@]}" \
   --out "$results/train_cost_coco_$device.json"
 
 for precision in fp32 fp16; do
   suffix=$([[ $precision == fp32 ]] && echo "" || echo "-$precision")
   if [[ $device == cpu && $precision == fp16 ]]; then precision=bf16; suffix=-bf16; fi
   step "inference R50-FPN 800x1333, $precision"
-  timeout 100 "$PY" benchmarks/inference_cost.py --device "$device" --precision "$precision" \
+  limit 100 "$PY" benchmarks/inference_cost.py --device "$device" --precision "$precision" \
     "${infer[@]}" --out "$results/inference_cost_$device$suffix.json" --work-dir output/gpu_check
 done
 

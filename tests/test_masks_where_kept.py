@@ -89,3 +89,13 @@ def test_mask_score_threshold_is_capped_by_test_topk_masks(checkpoint_cfg):
     instances = predictor.predict(_image(3))
     assert len(instances) > 3 and counts == [3]
     assert instances.pred_masks[:3].any() and not instances.pred_masks[3:].any()
+
+
+def test_no_detection_above_the_mask_score_threshold_gives_empty_bool_masks(checkpoint_cfg):
+    cfg = checkpoint_cfg.clone()
+    cfg.MODEL.RETINAMASK.TEST_MASK_SCORE_THRESH = 1.0
+    predictor = RetinaMaskPredictor(cfg)
+    counts = _mask_head_counts(predictor)
+    instances = predictor.predict(_image(4))
+    assert len(instances) > 0 and counts == [0]
+    assert instances.pred_masks.dtype == torch.bool and not instances.pred_masks.any()

@@ -212,9 +212,12 @@ class RetinaMask(RetinaNet):
                 rest = detector_postprocess(rest, height, width)
                 rest.pred_masks = torch.zeros(
                     (len(rest), *output.pred_masks.shape[1:]),
-                    dtype=output.pred_masks.dtype,
+                    dtype=torch.bool,
                     device=output.pred_masks.device,
                 )
+                # detectron2 pastes no masks as uint8 (when no detection scores
+                # mask_score_thresh): bool like the others.
+                output.pred_masks = output.pred_masks.bool()
                 output = Instances.cat([output, rest])
             results.append({"instances": output})
         return results
