@@ -180,7 +180,8 @@ def targets(
 
 def _train_where(train: dict) -> str:
     weights = "trained weights" if train.get("weights", "random") != "random" else "random weights"
-    scale = "synthetic" if train["scale"] == "synthetic" else "R50-FPN 800×1333"
+    size = train.get("image_size") or (800, 1333)
+    scale = "synthetic" if train["scale"] == "synthetic" else f"R50-FPN {size[0]}×{size[1]}"
     opts = train.get("retinamask_opts") or []
     changed = "".join(f", RetinaMask {k} {v}" for k, v in zip(opts[::2], opts[1::2]))
     return f"{scale}, {weights}{changed}, {train['device_kind'].upper()}"
