@@ -202,16 +202,25 @@ def claim_stdout() -> TextIO:
     return replies
 
 
-def serve(handlers: dict[str, Callable[[], dict]], replies: TextIO) -> None:
+def serve(
+    handlers: dict[str, Callable[[], dict]],
+    replies: TextIO,
+    fallback: Callable[[str], Callable[[], dict]] | None = None,
+) -> None:
     """The worker's side of :class:`Worker`: answer commands until ``finish`` or end of input.
 
-    ``replies`` is the channel from :func:`claim_stdout`.
+    ``replies`` is the channel from :func:`claim_stdout`; ``fallback`` turns a command that is
+    not in ``handlers`` (one with arguments) into its handler.
     """
     for line in sys.stdin:
         command = line.strip()
-        if command not in handlers:
+        if command in handlers:
+            handler = handlers[command]
+        elif fallback is not None:
+            handler = fallback(command)
+        else:
             raise ValueError(f"unknown worker command {command!r}; known: {sorted(handlers)}")
-        replies.write(json.dumps(handlers[command]()) + "\n")
+        replies.write(json.dumps(handler()) + "\n")
         replies.flush()
         if command == "finish":
             return

@@ -42,6 +42,7 @@ from retinamask_d2.image_io import (
     read_image,
 )
 from retinamask_d2.outputs import coco_results, draw_instances, make_cutouts
+from retinamask_d2.precision import PRECISIONS
 from retinamask_d2.predictor import RetinaMaskPredictor, load_config
 
 # Where `make quickstart` leaves its trained model; used when no --config-file is given.
@@ -104,6 +105,12 @@ def get_parser() -> argparse.ArgumentParser:
         default=0.5,
         metavar="SCORE",
         help="keep detections scoring at least this (default 0.5)",
+    )
+    parser.add_argument(
+        "--precision",
+        choices=sorted(PRECISIONS),
+        default="fp32",
+        help="run the model under autocast in bf16 or fp16 (fp16: GPUs only); default fp32",
     )
     parser.add_argument(
         "--overwrite", action="store_true", help="replace outputs that exist already"
@@ -174,9 +181,6 @@ def setup_cfg(args: argparse.Namespace) -> CfgNode:
     except (KeyError, ValueError, AssertionError, TypeError, OSError, yaml.YAMLError) as e:
         source = f"{config_file} or --opts" if args.opts else str(config_file)
         raise UsageError(f"bad config in {source}: {e}") from None
-    threshold = args.confidence_threshold
-    cfg.MODEL.RETINANET.SCORE_THRESH_TEST = threshold
-    cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = threshold
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
         note = f"note: MODEL.DEVICE is {cfg.MODEL.DEVICE} but CUDA is unavailable; using the CPU"
         print(note, file=sys.stderr)
@@ -209,9 +213,11 @@ def _check_weights(weights: str, config_file: Path) -> None:
         raise UsageError(f"MODEL.WEIGHTS {weights}: no such file")
 
 
-def build_predictor(cfg: CfgNode) -> RetinaMaskPredictor:
+def build_predictor(cfg: CfgNode, args: argparse.Namespace) -> RetinaMaskPredictor:
     try:
-        return RetinaMaskPredictor(cfg)
+        return RetinaMaskPredictor(
+            cfg, confidence_threshold=args.confidence_threshold, precision=args.precision
+        )
     except Exception as e:  # a checkpoint that does not load is a setup problem, not a bug
         raise UsageError(f"cannot load the model from {cfg.MODEL.WEIGHTS}: {e}") from e
 
@@ -258,7 +264,7 @@ def run_images(args: argparse.Namespace, cfg: CfgNode) -> int:
         raise UsageError("no input images: " + "; ".join(report.failures))
     jobs, json_path = plan_image_outputs(paths, args)
     jobs = [job for job in jobs if _outputs_free(job, args.overwrite, report)]
-    predictor = build_predictor(cfg) if jobs else None
+    predictor = build_predictor(cfg, args) if jobs else None
     results: list[dict] = []
     start = time.perf_counter()
     with tqdm(total=len(jobs), unit="image", disable=None) as progress:
@@ -570,7 +576,7 @@ def run_stream(args: argparse.Namespace, cfg: CfgNode) -> int:
         capture.release()
         print(f"error: {source}: cannot be opened as a video", file=sys.stderr)
         return 1
-    predictor = build_predictor(cfg)
+    predictor = build_predictor(cfg, args)
     frames = _stream_frames(capture, predictor, args, output, source)
     print(f"{frames} frame(s) of {source} done" + (f"; video: {output}" if output else ""))
     return 0 if frames else 1

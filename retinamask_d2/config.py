@@ -41,6 +41,11 @@ def add_retinamask_config(cfg: CN) -> None:
     # At test time the TEST_TOPK_MASKS highest-scoring detections get masks (paper: 50);
     # 0 gives box-only inference (no pred_masks, no mask branch cost).
     _C.MODEL.RETINAMASK.TEST_TOPK_MASKS = 50
+    # Of those, only detections scoring at least TEST_MASK_SCORE_THRESH get masks (the others are
+    # treated like detections beyond TEST_TOPK_MASKS). 0 keeps the paper's top-50, what COCO
+    # evaluation needs; the predictor and the demo set it to their confidence threshold, so that
+    # no mask is computed for a detection they drop.
+    _C.MODEL.RETINAMASK.TEST_MASK_SCORE_THRESH = 0.0
     # True: return only those detections (as the paper and the official code do).
     # False (default): keep the other detections, with empty masks, so that box AP is computed on
     # the same up-to-100 detections as RetinaNet's and COCOEvaluator still gets a mask for every

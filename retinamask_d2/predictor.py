@@ -29,6 +29,7 @@ from retinamask_d2.image_io import (
     read_image,
     to_uint8_3channel,
 )
+from retinamask_d2.precision import autocast_context
 
 logger = logging.getLogger(__name__)
 
@@ -62,9 +63,21 @@ class RetinaMaskPredictor(DefaultPredictor):
         instances = predictor.predict("photo.jpg")
         masks = instances.pred_masks  # (N, H, W) bool
         many = predictor.predict_batch([rgb_a, rgb_b], format="RGB")
+
+    ``confidence_threshold`` keeps only detections scoring at least that, and the model computes
+    boxes and masks for those only (the instances are the same as filtering afterwards).
+    ``precision`` "bf16" or "fp16" runs the model under autocast in that type (fp16 on a GPU).
     """
 
-    def __init__(self, cfg: CfgNode, max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS):
+    def __init__(
+        self,
+        cfg: CfgNode,
+        max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS,
+        confidence_threshold: float | None = None,
+        precision: str = "fp32",
+    ):
+        if confidence_threshold is not None:
+            cfg = with_confidence_threshold(cfg, confidence_threshold)
         try:
             super().__init__(cfg)
         except Exception:
@@ -72,6 +85,8 @@ class RetinaMaskPredictor(DefaultPredictor):
             raise
         self.metadata = model_metadata(cfg)
         self.max_megapixels = max_megapixels
+        self.confidence_threshold = confidence_threshold
+        self.autocast = autocast_context(cfg.MODEL.DEVICE, precision)
 
     def predict(self, image: ImageLike, format: str = "BGR") -> Instances:
         """Instances of one image: a path, a PIL image, or an array whose channels are in
@@ -93,9 +108,13 @@ class RetinaMaskPredictor(DefaultPredictor):
         inputs = [self._model_input(image, format, i) for i, image in enumerate(images)]
         if not inputs:
             return []
-        with torch.no_grad():
+        with torch.no_grad(), self.autocast():
             outputs = self.model(inputs)
-        return [output["instances"].to("cpu") for output in outputs]
+        results = [output["instances"].to("cpu") for output in outputs]
+        if self.confidence_threshold is None:
+            return results
+        # The model already applies the threshold; this also covers models that ignore its keys.
+        return [r[r.scores >= self.confidence_threshold] for r in results]
 
     def _model_input(self, image: ImageLike, format: str, position: int) -> dict:
         if isinstance(image, (str, os.PathLike)):
@@ -111,6 +130,25 @@ class RetinaMaskPredictor(DefaultPredictor):
         resized = self.aug.get_transform(model_image).apply_image(model_image)
         tensor = torch.as_tensor(np.ascontiguousarray(resized.transpose(2, 0, 1), dtype=np.float32))
         return {"image": tensor, "height": height, "width": width}
+
+
+def with_confidence_threshold(cfg: CfgNode, threshold: float) -> CfgNode:
+    """``cfg`` whose model keeps only detections scoring at least ``threshold`` and gives masks
+    to those only.
+
+    Raising RetinaNet's (and Mask R-CNN's) test score threshold keeps the same detections as
+    filtering afterwards: NMS only lets a detection suppress lower-scoring ones, and the
+    per-level candidate cap and the detection cap keep the highest scores.
+    """
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"confidence threshold must be in [0, 1], got {threshold}")
+    cfg = cfg.clone()
+    cfg.defrost()
+    cfg.MODEL.RETINANET.SCORE_THRESH_TEST = threshold
+    cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = threshold
+    cfg.MODEL.RETINAMASK.TEST_MASK_SCORE_THRESH = threshold
+    cfg.freeze()
+    return cfg
 
 
 def model_metadata(cfg: CfgNode) -> Metadata:

@@ -43,6 +43,10 @@ SWITCH_TESTS = {
     "MASK_LOSS_WEIGHT": (HERE, "test_mask_loss_weight_scales_only_the_mask_loss"),
     "TEST_TOPK_MASKS": TOPK,
     "DROP_UNMASKED": TOPK,
+    "TEST_MASK_SCORE_THRESH": (
+        "test_masks_where_kept",
+        "test_mask_score_threshold_gives_masks_to_confident_detections_only",
+    ),
     "ALLOW_LOW_QUALITY_MATCHES": ("test_model_retinamask", "test_low_quality_matching_is_a_switch"),
     "BOX_REG_LOSS_WEIGHT": (
         "test_model_retinamask",

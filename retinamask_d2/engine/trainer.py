@@ -12,6 +12,8 @@ What it changes in detectron2's ``DefaultTrainer``, and why:
   :class:`~retinamask_d2.engine.hooks.ReproducibleSteps`; with them a run killed and resumed ends
   with the weights of an uninterrupted run. Other ``DATALOADER.SAMPLER_TRAIN`` values fall back to
   detectron2's loader (resuming then continues, but not bit for bit).
+* ``SOLVER.AMP.ENABLED`` also trains on the CPU (bf16 autocast, see
+  :class:`~retinamask_d2.engine.amp.CPUAutocastTrainer`); on a GPU it is detectron2's AMPTrainer.
 * ``state_dict`` also saves the optimizer, which detectron2 v0.6 leaves out of checkpoints
   (later versions save it the same way, under ``"_trainer"``).
 * ``build_evaluator`` is COCOEvaluator (boxes, and masks with ``MODEL.MASK_ON`` unless
@@ -35,7 +37,7 @@ from collections import OrderedDict
 import torch
 from detectron2.config import CfgNode
 from detectron2.data import build_detection_test_loader, build_detection_train_loader
-from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, create_ddp_model
+from detectron2.engine import DefaultTrainer, create_ddp_model
 from detectron2.engine.train_loop import TrainerBase
 from detectron2.evaluation import COCOEvaluator
 from detectron2.utils import comm
@@ -48,6 +50,7 @@ from retinamask_d2.data.train_loader import (
     run_seed,
 )
 
+from .amp import step_trainer_class
 from .checkpoint import CheckedCheckpointer
 from .hooks import ReproducibleSteps
 from .test_classes import ClassRemap, class_index_map
@@ -67,7 +70,7 @@ class Trainer(DefaultTrainer):
         data_loader = self.build_train_loader(cfg)
 
         model = create_ddp_model(model, broadcast_buffers=False, **ddp_device_kwargs(model))
-        trainer_class = AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer
+        trainer_class = step_trainer_class(cfg.SOLVER.AMP.ENABLED, model)
         self._trainer = trainer_class(model, data_loader, optimizer)
 
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)

@@ -41,6 +41,7 @@ class RetinaMask(RetinaNet):
         mask_train_topk_candidates: int = 1000,
         mask_train_nms_thresh: float = 0.4,
         test_topk_masks: int = 50,
+        mask_score_thresh: float = 0.0,
         drop_unmasked: bool = False,
         box_reg_loss: nn.Module | None = None,
         box_reg_loss_weight: float = 1.0,
@@ -56,6 +57,7 @@ class RetinaMask(RetinaNet):
                 the training counterparts of RetinaNet's test-time arguments.
             test_topk_masks: how many of each image's highest-scoring detections get masks at
                 test time; 0 gives box-only inference, without the mask branch's cost.
+            mask_score_thresh: of those, only detections scoring at least this get masks.
             drop_unmasked: whether the other detections are dropped (True) or kept with empty
                 masks (False).
             box_reg_loss: if given, replaces RetinaNet's box regression loss; called on the
@@ -73,6 +75,7 @@ class RetinaMask(RetinaNet):
         self.mask_train_topk_candidates = mask_train_topk_candidates
         self.mask_train_nms_thresh = mask_train_nms_thresh
         self.test_topk_masks = test_topk_masks
+        self.mask_score_thresh = mask_score_thresh
         self.drop_unmasked = drop_unmasked
         self.box_reg_loss = box_reg_loss
         self.box_reg_loss_weight = box_reg_loss_weight
@@ -92,6 +95,7 @@ class RetinaMask(RetinaNet):
         ret["mask_train_topk_candidates"] = node.TRAIN_TOPK_CANDIDATES
         ret["mask_train_nms_thresh"] = node.TRAIN_NMS_THRESH
         ret["test_topk_masks"] = node.TEST_TOPK_MASKS
+        ret["mask_score_thresh"] = node.TEST_MASK_SCORE_THRESH
         ret["drop_unmasked"] = node.DROP_UNMASKED
         loss_type = cfg.MODEL.RETINANET.BBOX_REG_LOSS_TYPE
         if loss_type != SMOOTH_L1 and node.BOX_REG_LOSS_WEIGHT != 1.0:
@@ -161,7 +165,8 @@ class RetinaMask(RetinaNet):
         self, mask_features: list[Tensor], detections: list[Instances]
     ) -> list[Instances]:
         """The detections of each image that get masks: its top ``test_topk_masks`` (score
-        sorted, boxes clipped to the image), with ``pred_masks`` (N, 1, M, M) probabilities.
+        sorted, boxes clipped to the image) that score at least ``mask_score_thresh``, with
+        ``pred_masks`` (N, 1, M, M) probabilities.
 
         The boxes must be clipped first: ``detector_postprocess`` pastes each mask into its
         clipped box, so the mask must be predicted for that box (as Mask R-CNN does), not for the
@@ -169,9 +174,11 @@ class RetinaMask(RetinaNet):
         """
         if self.test_topk_masks == 0:
             return [d[:0] for d in detections]
-        return self.mask_branch.predict(
-            mask_features, [d[: self.test_topk_masks] for d in detections]
-        )
+        chosen = []
+        for d in detections:
+            confident = int((d.scores[: self.test_topk_masks] >= self.mask_score_thresh).sum())
+            chosen.append(d[:confident])  # a prefix: detections come sorted by score
+        return self.mask_branch.predict(mask_features, chosen)
 
     def _postprocess(
         self,
@@ -197,15 +204,21 @@ class RetinaMask(RetinaNet):
             if self.test_topk_masks == 0:
                 results.append({"instances": detector_postprocess(detections_i, height, width)})
                 continue
+            # detectron2's paste, one mask at a time on the CPU: pasting all masks in one pass is
+            # no faster on the synthetic images and slower at COCO scale, where the pixel count,
+            # not the per-mask overhead, dominates (benchmarks/paste_cost.py).
             output = detector_postprocess(masked_i, height, width)
             rest = detections_i[len(masked_i) :]
             if not self.drop_unmasked and len(rest) > 0:
                 rest = detector_postprocess(rest, height, width)
                 rest.pred_masks = torch.zeros(
                     (len(rest), *output.pred_masks.shape[1:]),
-                    dtype=output.pred_masks.dtype,
+                    dtype=torch.bool,
                     device=output.pred_masks.device,
                 )
+                # detectron2 pastes no masks as uint8 (when no detection scores
+                # mask_score_thresh): bool like the others.
+                output.pred_masks = output.pred_masks.bool()
                 output = Instances.cat([output, rest])
             results.append({"instances": output})
         return results
