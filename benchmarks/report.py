@@ -392,7 +392,9 @@ def _predictor_lines(predictor: dict | None) -> list[str]:
             "",
             f"bf16 inference against fp32 (same model, validation split): box AP "
             f"{bf16['bbox']['AP']:.1f} vs {fp32['bbox']['AP']:.1f}, mask AP "
-            f"{bf16['segm']['AP']:.1f} vs {fp32['segm']['AP']:.1f}.",
+            f"{bf16['segm']['AP']:.1f} vs {fp32['segm']['AP']:.1f}; "
+            f"{bf16['s_per_image_with_evaluation']:.2f} vs "
+            f"{fp32['s_per_image_with_evaluation']:.2f} s per image, evaluation included.",
         ]
     return [*lines, ""]
 
