@@ -52,6 +52,18 @@ def add_retinamask_config(cfg: CN) -> None:
     # detectron2 hard-codes it on; this switch exposes it (paper: on).
     _C.MODEL.RETINAMASK.ALLOW_LOW_QUALITY_MATCHES = True
 
+    # Test-time duplicate removal that keeps crossing objects (off: box NMS only, as before).
+    # Box NMS runs at the loose MASK_NMS.BOX_THRESH instead of RETINANET.NMS_THRESH_TEST, the
+    # masked detections are then suppressed by their mask IoU (> MASK_NMS.THRESH), computed on
+    # the masks pasted at the output size: two crossing bars share a box but not a mask.
+    _C.MODEL.RETINAMASK.MASK_NMS = CN()
+    _C.MODEL.RETINAMASK.MASK_NMS.ENABLED = False
+    _C.MODEL.RETINAMASK.MASK_NMS.BOX_THRESH = 0.9
+    _C.MODEL.RETINAMASK.MASK_NMS.THRESH = 0.5
+    # Test-time NMS (box, and mask when on) across classes instead of within each class: one
+    # object, one detection. Training RoIs keep their per-class NMS.
+    _C.MODEL.RETINAMASK.CLASS_AGNOSTIC_NMS = False
+
     # Multiplies the smooth L1 loss_box_reg (fixed or self-adjusting beta). detectron2 divides the
     # box loss summed over the 4 coordinates by the number of positive anchors; the official code
     # divides it by 4x that number, i.e. it averages over the coordinates: 0.25 reproduces that

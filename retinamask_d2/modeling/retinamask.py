@@ -3,7 +3,7 @@ post-processing."""
 
 import torch
 from detectron2.config import CfgNode, configurable
-from detectron2.layers import batched_nms, cat
+from detectron2.layers import batched_nms, cat, nms
 from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.modeling.matcher import Matcher
 from detectron2.modeling.meta_arch.retinanet import RetinaNet
@@ -13,6 +13,7 @@ from detectron2.utils.events import get_event_storage
 from torch import Tensor, nn
 
 from .mask_branch import RetinaMaskBranch
+from .mask_nms import mask_nms
 from .retinanet_head import retinanet_arguments
 from .smooth_l1 import SelfAdjustingSmoothL1Loss
 
@@ -44,6 +45,8 @@ class RetinaMask(RetinaNet):
         drop_unmasked: bool = False,
         box_reg_loss: nn.Module | None = None,
         box_reg_loss_weight: float = 1.0,
+        mask_nms_thresh: float | None = None,
+        class_agnostic_nms: bool = False,
         **kwargs,
     ):
         """
@@ -61,6 +64,9 @@ class RetinaMask(RetinaNet):
             box_reg_loss: if given, replaces RetinaNet's box regression loss; called on the
                 (M, 4) predicted and target deltas of the positive anchors, returns their sum.
             box_reg_loss_weight: multiplies ``loss_box_reg``.
+            mask_nms_thresh: if given, the masked detections of an image are also suppressed
+                by mask IoU above it (``mask_nms``), after RetinaNet's box NMS.
+            class_agnostic_nms: test-time NMS (box and mask) across classes.
             kwargs: arguments of detectron2's :class:`RetinaNet`.
         """
         super().__init__(**kwargs)
@@ -76,6 +82,10 @@ class RetinaMask(RetinaNet):
         self.drop_unmasked = drop_unmasked
         self.box_reg_loss = box_reg_loss
         self.box_reg_loss_weight = box_reg_loss_weight
+        if mask_nms_thresh is not None and test_topk_masks == 0:
+            raise ValueError("MODEL.RETINAMASK.MASK_NMS needs masks: TEST_TOPK_MASKS > 0")
+        self.mask_nms_thresh = mask_nms_thresh
+        self.class_agnostic_nms = class_agnostic_nms
 
     @classmethod
     def from_config(cls, cfg: CfgNode):
@@ -93,6 +103,10 @@ class RetinaMask(RetinaNet):
         ret["mask_train_nms_thresh"] = node.TRAIN_NMS_THRESH
         ret["test_topk_masks"] = node.TEST_TOPK_MASKS
         ret["drop_unmasked"] = node.DROP_UNMASKED
+        if node.MASK_NMS.ENABLED:
+            ret["test_nms_thresh"] = node.MASK_NMS.BOX_THRESH
+            ret["mask_nms_thresh"] = node.MASK_NMS.THRESH
+        ret["class_agnostic_nms"] = node.CLASS_AGNOSTIC_NMS
         loss_type = cfg.MODEL.RETINANET.BBOX_REG_LOSS_TYPE
         if loss_type != SMOOTH_L1 and node.BOX_REG_LOSS_WEIGHT != 1.0:
             raise ValueError(
@@ -196,7 +210,7 @@ class RetinaMask(RetinaNet):
             if self.test_topk_masks == 0:
                 results.append({"instances": detector_postprocess(detections_i, height, width)})
                 continue
-            output = detector_postprocess(masked_i, height, width)
+            output = self._suppress_by_mask(detector_postprocess(masked_i, height, width))
             rest = detections_i[len(masked_i) :]
             if not self.drop_unmasked and len(rest) > 0:
                 rest = detector_postprocess(rest, height, width)
@@ -208,6 +222,28 @@ class RetinaMask(RetinaNet):
                 output = Instances.cat([output, rest])
             results.append({"instances": output})
         return results
+
+    def _suppress_by_mask(self, masked: Instances) -> Instances:
+        """``masked`` (pasted masks) without its mask-IoU duplicates, when mask NMS is on."""
+        if self.mask_nms_thresh is None:
+            return masked
+        classes = None if self.class_agnostic_nms else masked.pred_classes
+        return masked[mask_nms(masked.pred_masks, masked.scores, classes, self.mask_nms_thresh)]
+
+    def inference_single_image(self, anchors, box_cls, box_delta, image_size):
+        """RetinaNet's, with NMS across classes when ``class_agnostic_nms``."""
+        if not self.class_agnostic_nms:
+            return super().inference_single_image(anchors, box_cls, box_delta, image_size)
+        pred = self._decode_multi_level_predictions(
+            anchors,
+            box_cls,
+            box_delta,
+            self.test_score_thresh,
+            self.test_topk_candidates,
+            image_size,
+        )
+        keep = nms(pred.pred_boxes.tensor, pred.scores, self.test_nms_thresh)
+        return pred[keep[: self.max_detections_per_image]]
 
     @torch.no_grad()
     def detect_mask_training_rois(
