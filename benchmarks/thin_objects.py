@@ -66,7 +66,7 @@ TEST_VARIANTS: dict[str, dict] = {
         "MODEL.RETINAMASK.CLASS_AGNOSTIC_NMS": True,
     },
 }
-SPEC = SharedSpec(image_size=160, max_iter=200, warmup_iters=40, anchor_size=16)
+SPEC = SharedSpec(image_size=160, max_iter=150, warmup_iters=30, anchor_size=16)
 QUICK_SPEC = SharedSpec(image_size=96, max_iter=3, warmup_iters=1, ims_per_batch=2)
 
 
