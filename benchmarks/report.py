@@ -3,7 +3,8 @@
     python benchmarks/report.py                      # reads and writes benchmarks/results/
 
 Reads ``accuracy.json`` and every ``inference_cost_*.json`` (one per device) in the results
-folder; writes ``benchmarks.md``, ``accuracy.png`` and ``inference_cost.png`` there. For the
+folder; writes ``benchmarks.md``, ``accuracy.png`` and ``inference_cost.png`` there (and, from
+``thin_objects.json``, ``thin_objects.md`` and ``thin_objects.png``: ``thin_report.py``). For the
 default results folder it also rewrites the README's generated blocks: the benchmark tables
 and the quickstart line (from ``quickstart.json``, a copy of a quickstart run's
 ``output/quickstart/summary.json``), so that no figure in the README is typed by hand.
@@ -14,6 +15,7 @@ import json
 import math
 from pathlib import Path
 
+import thin_report
 from harness import RESULTS_DIR
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -340,7 +342,17 @@ def write_report(results_dir: Path) -> str:
         plot_accuracy(accuracy, results_dir / "accuracy.png")
     if costs:
         plot_inference_cost(costs, results_dir / "inference_cost.png")
+    thin = load_thin_objects(results_dir)
+    if thin is not None:
+        (results_dir / "thin_objects.md").write_text(thin_report.markdown(thin), encoding="utf-8")
+        thin_report.plot(thin, results_dir / "thin_objects.png")
     return text
+
+
+def load_thin_objects(results_dir: Path) -> dict | None:
+    """The thin-objects benchmark's results, or None."""
+    path = results_dir / "thin_objects.json"
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def quickstart_markdown(summary: dict) -> str:
@@ -382,6 +394,9 @@ def readme_blocks(results_dir: Path, section: str) -> dict[str, str]:
     quickstart = results_dir / "quickstart.json"
     if quickstart.is_file():
         blocks["quickstart"] = quickstart_markdown(json.loads(quickstart.read_text()))
+    thin = load_thin_objects(results_dir)
+    if thin is not None:
+        blocks["thin_objects"] = thin_report.markdown(thin)
     return blocks
 
 
