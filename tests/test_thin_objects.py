@@ -217,3 +217,17 @@ def test_extra_aspect_ratios_give_a_horizontal_1_to_8_bar_a_positive_anchor():
     bar = Boxes(torch.tensor([[64.0 - 48, 96.0 - 6, 64.0 + 48, 96.0 + 6]]))
     assert pairwise_iou(bar, default).max() < 0.4  # not even a low-quality match above 0.4
     assert pairwise_iou(bar, extra).max() >= 0.5  # a real positive of RetinaNet's matcher
+
+
+def test_thin_config_switches_its_mechanisms_on():
+    from tests.common import CONFIGS_DIR
+
+    cfg = get_tiny_cfg()
+    cfg.merge_from_file(str(CONFIGS_DIR / "retinamask_R50_FPN_thin.yaml"))
+    cfg.MODEL.WEIGHTS = ""
+    cfg.MODEL.DEVICE = "cpu"
+    model = build_tiny_model(cfg)
+    assert model.anchor_generator.num_cell_anchors == [15] * 5  # 3 scales x 5 ratios
+    assert model.mask_nms_thresh == 0.5 and model.test_nms_thresh == 0.9
+    assert model.mask_branch.in_features == ["p2", "p3", "p4", "p5"]
+    assert type(model.mask_branch.mask_head).__name__ == "MaskRCNNConvUpsample2xHead"
