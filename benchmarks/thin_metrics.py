@@ -176,7 +176,7 @@ def dataset_statistics(gt: dict, nms_iou: float = 0.4) -> dict:
         boxes = np.array([a["bbox"] for a in anns])
         ious = _box_iou(boxes, boxes)
         np.fill_diagonal(ious, 0.0)
-        for g in range(len(anns)):
+        for g, ann in enumerate(anns):
             same = [k for k in range(len(anns)) if anns[k]["category_id"] == ann["category_id"]]
             risky = bool((ious[g, same] > nms_iou).any())
             thin_count += is_thin(ann)

@@ -116,6 +116,26 @@ def test_dataset_statistics_finds_same_class_box_overlaps():
     stats = thin_metrics.dataset_statistics(gt, nms_iou=0.0)
     assert stats["box_nms_at_risk"] == 100.0
     assert thin_metrics.dataset_statistics(gt, nms_iou=0.4)["box_nms_at_risk"] == 0.0
+    # Neither bar is thin by fill (each fills its box); a diagonal stroke in class 2 is.
+    assert stats["thin_fraction"] == 0.0
+    diagonal = np.zeros((100, 100), bool)
+    for i in range(80):
+        diagonal[10 + i, 10 + i : 13 + i] = True
+    rle = _rle(diagonal)
+    gt["annotations"].append(
+        {
+            "id": 3,
+            "image_id": 1,
+            "category_id": 2,
+            "segmentation": rle,
+            "bbox": mask_util.toBbox(rle).tolist(),
+            "area": int(diagonal.sum()),
+            "iscrowd": 0,
+        }
+    )
+    stats = thin_metrics.dataset_statistics(gt, nms_iou=0.0)
+    assert stats["thin_fraction"] == pytest.approx(100 / 3)
+    assert stats["box_nms_at_risk_thin"] == 0.0  # the only class-2 object: no same-class overlap
 
 
 def test_generator_is_deterministic_and_covers_the_spec(tmp_path):
