@@ -53,13 +53,16 @@ def add_retinamask_config(cfg: CN) -> None:
     _C.MODEL.RETINAMASK.ALLOW_LOW_QUALITY_MATCHES = True
 
     # Test-time duplicate removal that keeps crossing objects (off: box NMS only, as before).
-    # Box NMS runs at the loose MASK_NMS.BOX_THRESH instead of RETINANET.NMS_THRESH_TEST, the
-    # masked detections are then suppressed by their mask IoU (> MASK_NMS.THRESH), computed on
-    # the masks pasted at the output size: two crossing bars share a box but not a mask.
+    # Box NMS runs at the loose MASK_NMS.BOX_THRESH instead of RETINANET.NMS_THRESH_TEST; the top
+    # MASK_NMS.PRE_TOPK detections (instead of TEST_TOPK_MASKS) get masks and are suppressed by
+    # their mask IoU (> MASK_NMS.THRESH), computed on the masks pasted at the output size: two
+    # crossing bars share a box but not a mask. Detections beyond PRE_TOPK keep box NMS at
+    # RETINANET.NMS_THRESH_TEST, among themselves and against the masked ones.
     _C.MODEL.RETINAMASK.MASK_NMS = CN()
     _C.MODEL.RETINAMASK.MASK_NMS.ENABLED = False
     _C.MODEL.RETINAMASK.MASK_NMS.BOX_THRESH = 0.9
     _C.MODEL.RETINAMASK.MASK_NMS.THRESH = 0.5
+    _C.MODEL.RETINAMASK.MASK_NMS.PRE_TOPK = 100
     # Test-time NMS (box, and mask when on) across classes instead of within each class: one
     # object, one detection. Training RoIs keep their per-class NMS.
     _C.MODEL.RETINAMASK.CLASS_AGNOSTIC_NMS = False

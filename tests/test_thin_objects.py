@@ -98,6 +98,21 @@ def test_mask_nms_box_stage_keeps_its_threshold():
     assert len(_infer(_model(), apart, [0.9, 0.8], [0, 0], masks)) == 1
 
 
+def test_mask_nms_masks_pre_topk_and_box_nms_for_the_rest():
+    # Three detections of class 0: A (masked), B overlapping A's box at IoU 0.75, C apart.
+    boxes = [X_BOX, [8.0, 8.0, 56.0, 44.0], [0.0, 58.0, 20.0, 64.0]]
+    scores = [0.9, 0.8, 0.7]
+    masks = [_diagonal(False), _diagonal(True), _diagonal(False)]
+    model = _model(**{"MASK_NMS.ENABLED": True, "MASK_NMS.PRE_TOPK": 1, "TEST_TOPK_MASKS": 3})
+    result = _infer(model, boxes, scores, [0, 0, 0], masks)
+    assert result.scores.tolist() == pytest.approx([0.9, 0.7])  # B: box IoU 0.75 > 0.4 with A
+    assert result.pred_masks[0].any() and not result.pred_masks[1].any()  # only A has a mask
+    all_masked = _model(**{"MASK_NMS.ENABLED": True, "MASK_NMS.PRE_TOPK": 3, "TEST_TOPK_MASKS": 1})
+    result = _infer(all_masked, boxes, scores, [0, 0, 0], masks)
+    assert result.scores.tolist() == pytest.approx([0.9, 0.8, 0.7])  # masks tell A and B apart
+    assert all(m.any() for m in result.pred_masks)
+
+
 def test_mask_nms_needs_masks():
     with pytest.raises(ValueError, match="TEST_TOPK_MASKS"):
         _model(**{"MASK_NMS.ENABLED": True, "TEST_TOPK_MASKS": 0})

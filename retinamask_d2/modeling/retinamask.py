@@ -8,7 +8,7 @@ from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.modeling.matcher import Matcher
 from detectron2.modeling.meta_arch.retinanet import RetinaNet
 from detectron2.modeling.postprocessing import detector_postprocess
-from detectron2.structures import Boxes, ImageList, Instances
+from detectron2.structures import Boxes, ImageList, Instances, pairwise_iou
 from detectron2.utils.events import get_event_storage
 from torch import Tensor, nn
 
@@ -46,6 +46,8 @@ class RetinaMask(RetinaNet):
         box_reg_loss: nn.Module | None = None,
         box_reg_loss_weight: float = 1.0,
         mask_nms_thresh: float | None = None,
+        mask_nms_pre_topk: int = 100,
+        unmasked_nms_thresh: float = 0.5,
         class_agnostic_nms: bool = False,
         **kwargs,
     ):
@@ -65,7 +67,9 @@ class RetinaMask(RetinaNet):
                 (M, 4) predicted and target deltas of the positive anchors, returns their sum.
             box_reg_loss_weight: multiplies ``loss_box_reg``.
             mask_nms_thresh: if given, the masked detections of an image are also suppressed
-                by mask IoU above it (``mask_nms``), after RetinaNet's box NMS.
+                by mask IoU above it (``mask_nms``), after RetinaNet's box NMS; then the top
+                ``mask_nms_pre_topk`` detections get masks (instead of ``test_topk_masks``) and
+                the others are suppressed by box IoU above ``unmasked_nms_thresh``.
             class_agnostic_nms: test-time NMS (box and mask) across classes.
             kwargs: arguments of detectron2's :class:`RetinaNet`.
         """
@@ -85,6 +89,8 @@ class RetinaMask(RetinaNet):
         if mask_nms_thresh is not None and test_topk_masks == 0:
             raise ValueError("MODEL.RETINAMASK.MASK_NMS needs masks: TEST_TOPK_MASKS > 0")
         self.mask_nms_thresh = mask_nms_thresh
+        self.mask_nms_pre_topk = mask_nms_pre_topk
+        self.unmasked_nms_thresh = unmasked_nms_thresh
         self.class_agnostic_nms = class_agnostic_nms
 
     @classmethod
@@ -104,8 +110,10 @@ class RetinaMask(RetinaNet):
         ret["test_topk_masks"] = node.TEST_TOPK_MASKS
         ret["drop_unmasked"] = node.DROP_UNMASKED
         if node.MASK_NMS.ENABLED:
+            ret["unmasked_nms_thresh"] = ret["test_nms_thresh"]
             ret["test_nms_thresh"] = node.MASK_NMS.BOX_THRESH
             ret["mask_nms_thresh"] = node.MASK_NMS.THRESH
+            ret["mask_nms_pre_topk"] = node.MASK_NMS.PRE_TOPK
         ret["class_agnostic_nms"] = node.CLASS_AGNOSTIC_NMS
         loss_type = cfg.MODEL.RETINANET.BBOX_REG_LOSS_TYPE
         if loss_type != SMOOTH_L1 and node.BOX_REG_LOSS_WEIGHT != 1.0:
@@ -173,8 +181,9 @@ class RetinaMask(RetinaNet):
     def predict_masks(
         self, mask_features: list[Tensor], detections: list[Instances]
     ) -> list[Instances]:
-        """The detections of each image that get masks: its top ``test_topk_masks`` (score
-        sorted, boxes clipped to the image), with ``pred_masks`` (N, 1, M, M) probabilities.
+        """The detections of each image that get masks: its top ``test_topk_masks`` (with mask
+        NMS ``mask_nms_pre_topk``; score sorted, boxes clipped to the image), with
+        ``pred_masks`` (N, 1, M, M) probabilities.
 
         The boxes must be clipped first: ``detector_postprocess`` pastes each mask into its
         clipped box, so the mask must be predicted for that box (as Mask R-CNN does), not for the
@@ -182,9 +191,8 @@ class RetinaMask(RetinaNet):
         """
         if self.test_topk_masks == 0:
             return [d[:0] for d in detections]
-        return self.mask_branch.predict(
-            mask_features, [d[: self.test_topk_masks] for d in detections]
-        )
+        topk = self.test_topk_masks if self.mask_nms_thresh is None else self.mask_nms_pre_topk
+        return self.mask_branch.predict(mask_features, [d[:topk] for d in detections])
 
     def _postprocess(
         self,
@@ -213,7 +221,7 @@ class RetinaMask(RetinaNet):
             output = self._suppress_by_mask(detector_postprocess(masked_i, height, width))
             rest = detections_i[len(masked_i) :]
             if not self.drop_unmasked and len(rest) > 0:
-                rest = detector_postprocess(rest, height, width)
+                rest = self._suppress_unmasked(detector_postprocess(rest, height, width), output)
                 rest.pred_masks = torch.zeros(
                     (len(rest), *output.pred_masks.shape[1:]),
                     dtype=output.pred_masks.dtype,
@@ -229,6 +237,25 @@ class RetinaMask(RetinaNet):
             return masked
         classes = None if self.class_agnostic_nms else masked.pred_classes
         return masked[mask_nms(masked.pred_masks, masked.scores, classes, self.mask_nms_thresh)]
+
+    def _suppress_unmasked(self, rest: Instances, masked: Instances) -> Instances:
+        """With mask NMS, the unmasked detections ``rest`` without those that box NMS at
+        ``unmasked_nms_thresh`` removes, against the kept ``masked`` ones and among themselves:
+        the loose box stage is only for detections whose masks can tell them apart."""
+        if self.mask_nms_thresh is None or len(rest) == 0:
+            return rest
+        classes = torch.zeros_like if self.class_agnostic_nms else (lambda c: c)
+        if len(masked) > 0:
+            overlap = pairwise_iou(rest.pred_boxes, masked.pred_boxes)
+            overlap[classes(rest.pred_classes)[:, None] != classes(masked.pred_classes)] = 0.0
+            rest = rest[overlap.max(dim=1).values <= self.unmasked_nms_thresh]
+        keep = batched_nms(
+            rest.pred_boxes.tensor,
+            rest.scores,
+            classes(rest.pred_classes),
+            self.unmasked_nms_thresh,
+        )
+        return rest[keep]
 
     def inference_single_image(self, anchors, box_cls, box_delta, image_size):
         """RetinaNet's, with NMS across classes when ``class_agnostic_nms``."""
