@@ -56,8 +56,8 @@ def add_retinamask_config(cfg: CN) -> None:
     # Box NMS runs at the loose MASK_NMS.BOX_THRESH instead of RETINANET.NMS_THRESH_TEST; the top
     # MASK_NMS.PRE_TOPK detections (instead of TEST_TOPK_MASKS) get masks and are suppressed by
     # their mask IoU (> MASK_NMS.THRESH), computed on the masks pasted at the output size: two
-    # crossing bars share a box but not a mask. Detections beyond PRE_TOPK keep box NMS at
-    # RETINANET.NMS_THRESH_TEST, among themselves and against the masked ones.
+    # crossing bars share a box but not a mask. A pair where a mask is empty, and detections
+    # beyond PRE_TOPK, keep box NMS at RETINANET.NMS_THRESH_TEST.
     _C.MODEL.RETINAMASK.MASK_NMS = CN()
     _C.MODEL.RETINAMASK.MASK_NMS.ENABLED = False
     _C.MODEL.RETINAMASK.MASK_NMS.BOX_THRESH = 0.9

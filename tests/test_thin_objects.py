@@ -133,6 +133,17 @@ def test_mask_nms_against_a_hand_computed_iou():
     assert mask_nms(masks, scores, torch.tensor([0, 1, 1]), 0.5).tolist() == [1, 2, 0]
 
 
+def test_mask_nms_compares_empty_masks_by_box():
+    masks = torch.zeros(3, 4, 4, dtype=torch.bool)
+    masks[0, :2] = True
+    scores = torch.tensor([0.9, 0.8, 0.7])
+    box_iou = torch.tensor([[1.0, 0.6, 0.2], [0.6, 1.0, 0.1], [0.2, 0.1, 1.0]])
+    # 1 and 2 have empty masks: 1 overlaps 0's box at 0.6 > 0.4 and goes, 2 stays.
+    assert mask_nms(masks, scores, None, 0.5, box_iou, 0.4).tolist() == [0, 2]
+    assert mask_nms(masks, scores, None, 0.5, box_iou, 0.7).tolist() == [0, 1, 2]
+    assert mask_nms(masks, scores, None, 0.5).tolist() == [0, 1, 2]  # no boxes: mask IoU 0
+
+
 def test_class_agnostic_nms_keeps_one_detection_per_object():
     boxes = [X_BOX, [9.0, 8.0, 56.0, 57.0]]
     masks = [_diagonal(False), _diagonal(False)]

@@ -18,20 +18,36 @@ def mask_iou_matrix(masks: Tensor) -> Tensor:
     return torch.where(union > 0, intersection / union.clamp(min=1), torch.zeros_like(union))
 
 
-def mask_nms(masks: Tensor, scores: Tensor, classes: Tensor | None, iou_threshold: float) -> Tensor:
+def mask_nms(
+    masks: Tensor,
+    scores: Tensor,
+    classes: Tensor | None,
+    iou_threshold: float,
+    box_iou: Tensor | None = None,
+    box_threshold: float = 0.5,
+) -> Tensor:
     """Indices of the detections kept, highest score first: greedy NMS on mask IoU.
 
     A detection is dropped when a kept, higher-scoring one of the same class (of any class with
     ``classes`` None) has mask IoU > ``iou_threshold`` with it. ``masks`` (N, H, W) are binary
-    masks at one resolution, e.g. pasted at the output size.
+    masks at one resolution, e.g. pasted at the output size. An empty mask tells nothing about
+    its object: where either mask of a pair is empty and ``box_iou`` (N, N) is given, the pair
+    is compared by box IoU > ``box_threshold`` instead, as box NMS would.
     """
     order = torch.argsort(scores, descending=True)
     if len(order) == 0:
         return order
-    overlap = mask_iou_matrix(masks[order]) > iou_threshold
+    masks = masks[order]
+    overlap = mask_iou_matrix(masks) > iou_threshold
+    if box_iou is not None:
+        empty = ~masks.flatten(1).any(dim=1)
+        either_empty = empty[:, None] | empty[None, :]
+        by_box = box_iou[order][:, order] > box_threshold
+        overlap = torch.where(either_empty, by_box, overlap)
     if classes is not None:
         sorted_classes = classes[order]
         overlap &= sorted_classes[:, None] == sorted_classes[None, :]
+    overlap.fill_diagonal_(False)
     suppressed = torch.zeros(len(order), dtype=torch.bool, device=order.device)
     keep = []
     for i in range(len(order)):

@@ -232,11 +232,21 @@ class RetinaMask(RetinaNet):
         return results
 
     def _suppress_by_mask(self, masked: Instances) -> Instances:
-        """``masked`` (pasted masks) without its mask-IoU duplicates, when mask NMS is on."""
+        """``masked`` (pasted masks) without its mask-IoU duplicates, when mask NMS is on; a pair
+        with an empty mask is compared by box IoU, at RetinaNet's own NMS threshold."""
         if self.mask_nms_thresh is None:
             return masked
         classes = None if self.class_agnostic_nms else masked.pred_classes
-        return masked[mask_nms(masked.pred_masks, masked.scores, classes, self.mask_nms_thresh)]
+        box_iou = pairwise_iou(masked.pred_boxes, masked.pred_boxes)
+        keep = mask_nms(
+            masked.pred_masks,
+            masked.scores,
+            classes,
+            self.mask_nms_thresh,
+            box_iou=box_iou,
+            box_threshold=self.unmasked_nms_thresh,
+        )
+        return masked[keep]
 
     def _suppress_unmasked(self, rest: Instances, masked: Instances) -> Instances:
         """With mask NMS, the unmasked detections ``rest`` without those that box NMS at
