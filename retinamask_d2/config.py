@@ -57,7 +57,8 @@ def add_retinamask_config(cfg: CN) -> None:
     # MASK_NMS.PRE_TOPK detections (instead of TEST_TOPK_MASKS) get masks and are suppressed by
     # their mask IoU (> MASK_NMS.THRESH), computed on the masks pasted at the output size: two
     # crossing bars share a box but not a mask. A pair where a mask is empty, and detections
-    # beyond PRE_TOPK, keep box NMS at RETINANET.NMS_THRESH_TEST.
+    # beyond PRE_TOPK, keep box NMS at RETINANET.NMS_THRESH_TEST; TEST.DETECTIONS_PER_IMAGE
+    # applies after all of it (so that duplicates do not take the places of other objects).
     _C.MODEL.RETINAMASK.MASK_NMS = CN()
     _C.MODEL.RETINAMASK.MASK_NMS.ENABLED = False
     _C.MODEL.RETINAMASK.MASK_NMS.BOX_THRESH = 0.9

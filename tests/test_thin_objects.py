@@ -113,6 +113,22 @@ def test_mask_nms_masks_pre_topk_and_box_nms_for_the_rest():
     assert all(m.any() for m in result.pred_masks)
 
 
+def test_mask_nms_cuts_to_the_detection_count_after_suppression():
+    # 3 objects, each found twice (same mask, box IoU 0.98; no box stage); 3 detections per
+    # image at most.
+    boxes, scores, masks = [], [], []
+    for k, x in enumerate((0.0, 22.0, 44.0)):
+        for d in (0.0, 0.2):
+            boxes.append([x + d, 10.0, x + 18.0, 30.0])
+            scores.append(0.9 - 0.2 * k - d / 2)
+            masks.append(_diagonal(False))
+    model = _model(**{"MASK_NMS.ENABLED": True, "MASK_NMS.BOX_THRESH": 1.0})
+    model.max_detections_per_image = 3
+    result = _infer(model, boxes, scores, [0] * 6, masks)
+    # Cut before suppression, the 3 places would go to the first two objects.
+    assert result.scores.tolist() == pytest.approx([0.9, 0.7, 0.5])
+
+
 def test_mask_nms_needs_masks():
     with pytest.raises(ValueError, match="TEST_TOPK_MASKS"):
         _model(**{"MASK_NMS.ENABLED": True, "TEST_TOPK_MASKS": 0})

@@ -3,7 +3,7 @@ post-processing."""
 
 import torch
 from detectron2.config import CfgNode, configurable
-from detectron2.layers import batched_nms, cat, nms
+from detectron2.layers import batched_nms, cat
 from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.modeling.matcher import Matcher
 from detectron2.modeling.meta_arch.retinanet import RetinaNet
@@ -250,10 +250,12 @@ class RetinaMask(RetinaNet):
 
     def _suppress_unmasked(self, rest: Instances, masked: Instances) -> Instances:
         """With mask NMS, the unmasked detections ``rest`` without those that box NMS at
-        ``unmasked_nms_thresh`` removes, against the kept ``masked`` ones and among themselves:
-        the loose box stage is only for detections whose masks can tell them apart."""
+        ``unmasked_nms_thresh`` removes, against the kept ``masked`` ones and among themselves
+        (the loose box stage is only for detections whose masks can tell them apart), as many
+        as ``max_detections_per_image`` leaves room for after ``masked``."""
         if self.mask_nms_thresh is None or len(rest) == 0:
             return rest
+        room = max(self.max_detections_per_image - len(masked), 0)
         classes = torch.zeros_like if self.class_agnostic_nms else (lambda c: c)
         if len(masked) > 0:
             overlap = pairwise_iou(rest.pred_boxes, masked.pred_boxes)
@@ -265,11 +267,13 @@ class RetinaMask(RetinaNet):
             classes(rest.pred_classes),
             self.unmasked_nms_thresh,
         )
-        return rest[keep]
+        return rest[keep[:room]]
 
     def inference_single_image(self, anchors, box_cls, box_delta, image_size):
-        """RetinaNet's, with NMS across classes when ``class_agnostic_nms``."""
-        if not self.class_agnostic_nms:
+        """RetinaNet's, with NMS across classes when ``class_agnostic_nms``; with mask NMS, all
+        the survivors of the loose box NMS (``_postprocess`` cuts them to
+        ``max_detections_per_image`` once masks and box NMS have removed their duplicates)."""
+        if not self.class_agnostic_nms and self.mask_nms_thresh is None:
             return super().inference_single_image(anchors, box_cls, box_delta, image_size)
         pred = self._decode_multi_level_predictions(
             anchors,
@@ -279,8 +283,15 @@ class RetinaMask(RetinaNet):
             self.test_topk_candidates,
             image_size,
         )
-        keep = nms(pred.pred_boxes.tensor, pred.scores, self.test_nms_thresh)
-        return pred[keep[: self.max_detections_per_image]]
+        classes = torch.zeros_like(pred.pred_classes) if self.class_agnostic_nms else None
+        keep = batched_nms(
+            pred.pred_boxes.tensor,
+            pred.scores,
+            pred.pred_classes if classes is None else classes,
+            self.test_nms_thresh,
+        )
+        limit = self.max_detections_per_image if self.mask_nms_thresh is None else len(keep)
+        return pred[keep[:limit]]
 
     @torch.no_grad()
     def detect_mask_training_rois(
