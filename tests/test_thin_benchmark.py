@@ -224,3 +224,9 @@ def test_report_targets_and_per_seed_differences():
     rows[4]["box"]["AP"] = 30.0
     text = thin_report.markdown(result)
     assert "| box AP ≥ Mask R-CNN's | 31.5 vs 33.0 | **missed** |" in text
+    for row in rows:
+        row["mask"]["thin_AP"] = 0.0
+    assert "12.5" not in thin_report.markdown(result).split("Targets")[1]
+    assert "| thin mask AP ≥ Mask R-CNN's | 0.0 vs 0.0 | **not shown** (all 0) |" in (
+        thin_report.markdown(result)
+    )
