@@ -272,4 +272,4 @@ def test_thin_config_switches_its_mechanisms_on():
     assert model.anchor_generator.num_cell_anchors == [15] * 5  # 3 scales x 5 ratios
     assert model.mask_nms_thresh == 0.5 and model.test_nms_thresh == 0.9
     assert model.mask_branch.in_features == ["p2", "p3", "p4", "p5"]
-    assert type(model.mask_branch.mask_head).__name__ == "MaskRCNNConvUpsample2xHead"
+    assert type(model.mask_branch.mask_head).__name__ == "MaskRCNNConvUpsampleHead"
