@@ -4,7 +4,8 @@
 
 Reads ``accuracy.json``, every ``inference_cost_*.json`` (one per device and precision) and
 ``train_cost_*.json``, and ``predictor_cost.json`` and ``paste_cost.json`` in the results
-folder; writes ``benchmarks.md``, ``accuracy.png`` and ``inference_cost.png`` there. For the
+folder; writes ``benchmarks.md``, ``accuracy.png`` and ``inference_cost.png`` there (and, from
+``thin_objects.json``, ``thin_objects.md`` and ``thin_objects.png``: ``thin_report.py``). For the
 default results folder it also rewrites the README's generated blocks: the benchmark tables,
 the quickstart line (from ``quickstart.json``, a copy of a quickstart run's
 ``output/quickstart/summary.json``) and the exported model's speed (from
@@ -16,6 +17,7 @@ import json
 import math
 from pathlib import Path
 
+import thin_report
 from harness import RESULTS_DIR
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -540,7 +542,17 @@ def write_report(results_dir: Path) -> str:
         plot_accuracy(accuracy, results_dir / "accuracy.png")
     if costs:
         plot_inference_cost(costs, results_dir / "inference_cost.png")
+    thin = load_thin_objects(results_dir)
+    if thin is not None:
+        (results_dir / "thin_objects.md").write_text(thin_report.markdown(thin), encoding="utf-8")
+        thin_report.plot(thin, results_dir / "thin_objects.png")
     return text
+
+
+def load_thin_objects(results_dir: Path) -> dict | None:
+    """The thin-objects benchmark's results, or None."""
+    path = results_dir / "thin_objects.json"
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def quickstart_markdown(summary: dict) -> str:
@@ -623,6 +635,9 @@ def readme_blocks(results_dir: Path, section: str) -> dict[str, str]:
     export_speed = results_dir / "export_speed_cpu.json"
     if export_speed.is_file():
         blocks["export"] = export_markdown(json.loads(export_speed.read_text()))
+    thin = load_thin_objects(results_dir)
+    if thin is not None:
+        blocks["thin_objects"] = thin_report.markdown(thin)
     return blocks
 
 

@@ -1,12 +1,14 @@
-"""Configs of the three models for the accuracy benchmark on the synthetic shapes.
+"""Configs of the three models for the accuracy benchmarks on synthetic data.
 
-Each model starts from its own base config (RetinaMask's ``Base-RetinaMask.yaml``, detectron2's
-``Base-RetinaNet.yaml`` and ``Base-RCNN-FPN.yaml`` with masks), so each keeps what makes it that
-model (detectron2's RetinaNet keeps its P6-from-res5, box coder and NMS 0.5; Mask R-CNN its RPN,
-512 sampled RoIs per image and box head). :func:`apply_shared` then sets everything that must be
-the same for a fair comparison, in one place: backbone, FPN width, head depths and widths,
-anchors, input size, schedule and seed. Nothing here is pretrained: everything starts from
-random weights, so the ResNet and FPN use GroupNorm and train all stages.
+Each model starts from its own base config: RetinaMask from the project's tiny from-scratch
+recipe (``configs/quick_schedules/retinamask_R18_GN_scratch_instant_test.yaml``, itself on
+``Base-RetinaMask.yaml``), detectron2's RetinaNet and Mask R-CNN from ``Base-RetinaNet.yaml`` and
+``Base-RCNN-FPN.yaml`` with masks, so each keeps what makes it that model (detectron2's RetinaNet
+keeps its P6-from-res5, box coder and NMS 0.5; Mask R-CNN its RPN, 512 sampled RoIs per image and
+box head). The detectron2 models get the recipe's from-scratch keys (``FROM_SCRATCH_KEYS``, read
+from that file), and :func:`apply_shared` then sets everything that must be the same for a fair
+comparison, in one place: backbone depth, FPN width, head depths and widths, anchors, input size,
+schedule and seed. Nothing here is pretrained.
 """
 
 from dataclasses import asdict, dataclass
@@ -23,6 +25,24 @@ from retinamask_d2.modeling.retinanet_head import retinanet_arguments
 BASE_CONFIGS = {
     "retinanet": "Base-RetinaNet.yaml",
     "mask_rcnn": "Base-RCNN-FPN.yaml",
+}
+RECIPE = "quick_schedules/retinamask_R18_GN_scratch_instant_test.yaml"
+# What training from scratch needs, taken from RECIPE for every model (RetinaMask has it already).
+FROM_SCRATCH_KEYS = (
+    "MODEL.WEIGHTS",
+    "MODEL.PIXEL_STD",
+    "MODEL.BACKBONE.FREEZE_AT",
+    "MODEL.RESNETS.RES2_OUT_CHANNELS",
+    "MODEL.RESNETS.NORM",
+    "MODEL.FPN.NORM",
+    "MODEL.RETINANET.NORM",
+    "INPUT.MASK_FORMAT",
+)
+# P2-P5 mask pooling, as configs/retinamask_R50_FPN_P2.yaml sets it on its R-50 base.
+P2_KEYS = {
+    "MODEL.RESNETS.OUT_FEATURES": ["res2", "res3", "res4", "res5"],
+    "MODEL.FPN.IN_FEATURES": ["res2", "res3", "res4", "res5"],
+    "MODEL.RETINAMASK.MASK_IN_FEATURES": ["p2", "p3", "p4", "p5"],
 }
 MODELS = ("retinamask", "retinanet", "mask_rcnn", "retinamask_no_mask_loss", "retinamask_p2")
 # RetinaNet's octave scales 2^0, 2^(1/3), 2^(2/3) of each level's anchor size.
@@ -64,16 +84,18 @@ def synthetic_cfg(
     """
     cfg = get_cfg()
     retinamask_d2.add_retinamask_config(cfg)  # unused keys for the other models
-    if model == "retinamask_p2":
-        # The shipped config; apply_shared replaces its R-50 depth and ImageNet weights.
-        cfg.merge_from_file(get_config_file("retinamask_R50_FPN_P2.yaml"))
-    elif model in ("retinamask", "retinamask_no_mask_loss"):
-        cfg.merge_from_file(get_config_file("Base-RetinaMask.yaml"))
+    if model.startswith("retinamask"):
+        cfg.merge_from_file(get_config_file(RECIPE))
         if model == "retinamask_no_mask_loss":
             cfg.MODEL.RETINAMASK.MASK_LOSS_WEIGHT = 0.0
+        elif model == "retinamask_p2":
+            set_keys(cfg, P2_KEYS)
+        elif model != "retinamask":
+            raise ValueError(f"unknown model {model!r}; choose from {', '.join(MODELS)}")
     elif model in BASE_CONFIGS:
         cfg.merge_from_file(model_zoo.get_config_file(BASE_CONFIGS[model]))
         cfg.MODEL.MASK_ON = model == "mask_rcnn"
+        set_keys(cfg, recipe_values(FROM_SCRATCH_KEYS))
     else:
         raise ValueError(f"unknown model {model!r}; choose from {', '.join(MODELS)}")
     apply_shared(cfg, spec, num_classes)
@@ -82,16 +104,34 @@ def synthetic_cfg(
     return cfg
 
 
+def recipe_values(keys: tuple[str, ...]) -> dict[str, object]:
+    """The values of ``keys`` (dotted names) in RECIPE."""
+    recipe = get_cfg()
+    retinamask_d2.add_retinamask_config(recipe)
+    recipe.merge_from_file(get_config_file(RECIPE))
+    values = {}
+    for key in keys:
+        node = recipe
+        for part in key.split("."):
+            node = node[part]
+        values[key] = node
+    return values
+
+
+def set_keys(cfg: CfgNode, values: dict[str, object]) -> None:
+    """Set dotted ``values`` in ``cfg`` (in place)."""
+    for key, value in values.items():
+        *parents, last = key.split(".")
+        node = cfg
+        for part in parents:
+            node = node[part]
+        node[last] = value
+
+
 def apply_shared(cfg: CfgNode, spec: SharedSpec, num_classes: int) -> None:
     """Set the values every model shares (in place)."""
-    cfg.MODEL.WEIGHTS = ""
-    cfg.MODEL.PIXEL_STD = [57.375, 57.120, 58.395]  # from scratch: inputs of unit scale
-    cfg.MODEL.BACKBONE.FREEZE_AT = 0
     cfg.MODEL.RESNETS.DEPTH = spec.depth
-    cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 64  # required by basic-block ResNets
-    cfg.MODEL.RESNETS.NORM = "GN"
     cfg.MODEL.FPN.OUT_CHANNELS = spec.fpn_channels
-    cfg.MODEL.FPN.NORM = "GN"
 
     # Anchors: one size per level (Mask R-CNN, P2-P6) or three octave scales per level
     # (RetinaNet and RetinaMask, P3-P7), starting at spec.anchor_size and doubling.
@@ -103,7 +143,6 @@ def apply_shared(cfg: CfgNode, spec: SharedSpec, num_classes: int) -> None:
 
     cfg.MODEL.RETINANET.NUM_CLASSES = num_classes
     cfg.MODEL.RETINANET.NUM_CONVS = spec.head_convs
-    cfg.MODEL.RETINANET.NORM = "GN"
     cfg.MODEL.ROI_HEADS.NUM_CLASSES = num_classes  # Mask R-CNN's; RetinaMask ignores it
     cfg.MODEL.ROI_BOX_HEAD.FC_DIM = spec.box_fc_dim
     cfg.MODEL.ROI_MASK_HEAD.NUM_CONV = spec.mask_convs

@@ -3,6 +3,7 @@
 
     python demo/demo.py --input photo.jpg                      # the quickstart's trained model
     python demo/demo.py --input photos/ --json --cutouts       # + COCO results, RGBA cut-outs
+    python demo/demo.py --input photos/ --cutouts --upright    # cut-outs turned upright
     python demo/demo.py --config-file CFG.yaml --input 'photos/**/*.jpg' \\
         --output out/ --opts MODEL.WEIGHTS model_final.pth
 
@@ -100,6 +101,18 @@ def get_parser() -> argparse.ArgumentParser:
         "default folder: cutouts/ in the output folder",
     )
     parser.add_argument(
+        "--upright",
+        action="store_true",
+        help="with --cutouts: turn each instance so that the long side of its mask's "
+        "minimum-area rectangle is horizontal, cropped tight (a tilted bar becomes a strip)",
+    )
+    parser.add_argument(
+        "--class-agnostic",
+        action="store_true",
+        help="NMS across classes: one detection per object "
+        "(MODEL.RETINAMASK.CLASS_AGNOSTIC_NMS True)",
+    )
+    parser.add_argument(
         "--confidence-threshold",
         type=float,
         default=0.5,
@@ -160,6 +173,8 @@ def _check_args(args: argparse.Namespace) -> None:
         raise UsageError(f"--max-megapixels must be positive, got {args.max_megapixels}")
     if args.input is None and (args.json is not None or args.cutouts is not None):
         raise UsageError("--json and --cutouts work with --input images, not video or webcam")
+    if args.upright and args.cutouts is None:
+        raise UsageError("--upright turns the cut-outs: use it with --cutouts")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -181,6 +196,8 @@ def setup_cfg(args: argparse.Namespace) -> CfgNode:
     except (KeyError, ValueError, AssertionError, TypeError, OSError, yaml.YAMLError) as e:
         source = f"{config_file} or --opts" if args.opts else str(config_file)
         raise UsageError(f"bad config in {source}: {e}") from None
+    if args.class_agnostic:
+        cfg.MODEL.RETINAMASK.CLASS_AGNOSTIC_NMS = True
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
         note = f"note: MODEL.DEVICE is {cfg.MODEL.DEVICE} but CUDA is unavailable; using the CPU"
         print(note, file=sys.stderr)
@@ -519,7 +536,7 @@ def _write_image_outputs(
         job.cutout_dir.mkdir(parents=True, exist_ok=True)
         for stale in list(_existing_cutouts(job)):  # only reached with --overwrite
             stale.unlink()
-        for cutout in make_cutouts(image, instances, metadata):
+        for cutout in make_cutouts(image, instances, metadata, upright=args.upright):
             _write_image(job.cutout_dir / cutout.file_name(job.cutout_prefix), cutout.rgba, True)
             report.cutouts += 1
     return (

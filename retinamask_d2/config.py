@@ -61,6 +61,22 @@ def add_retinamask_config(cfg: CN) -> None:
     # per-channel shift changes the statistics of its group.
     _C.MODEL.RETINAMASK.FPN_NORM_CONV_BIAS = False
 
+    # Test-time duplicate removal that keeps crossing objects (off: box NMS only, as before).
+    # Box NMS runs at the loose MASK_NMS.BOX_THRESH instead of RETINANET.NMS_THRESH_TEST; the top
+    # MASK_NMS.PRE_TOPK detections (instead of TEST_TOPK_MASKS) get masks and are suppressed by
+    # their mask IoU (> MASK_NMS.THRESH), computed on the masks pasted at the output size: two
+    # crossing bars share a box but not a mask. A pair where a mask is empty, and detections
+    # beyond PRE_TOPK, keep box NMS at RETINANET.NMS_THRESH_TEST; TEST.DETECTIONS_PER_IMAGE
+    # applies after all of it (so that duplicates do not take the places of other objects).
+    _C.MODEL.RETINAMASK.MASK_NMS = CN()
+    _C.MODEL.RETINAMASK.MASK_NMS.ENABLED = False
+    _C.MODEL.RETINAMASK.MASK_NMS.BOX_THRESH = 0.9
+    _C.MODEL.RETINAMASK.MASK_NMS.THRESH = 0.5
+    _C.MODEL.RETINAMASK.MASK_NMS.PRE_TOPK = 100
+    # Test-time NMS (box, and mask when on) across classes instead of within each class: one
+    # object, one detection. Training RoIs keep their per-class NMS.
+    _C.MODEL.RETINAMASK.CLASS_AGNOSTIC_NMS = False
+
     # Multiplies the smooth L1 loss_box_reg (fixed or self-adjusting beta). detectron2 divides the
     # box loss summed over the 4 coordinates by the number of positive anchors; the official code
     # divides it by 4x that number, i.e. it averages over the coordinates: 0.25 reproduces that

@@ -51,7 +51,11 @@ def test_config_builds_a_model_that_infers_and_trains_a_step(path):
             layer.bias.zero_()
         (out,) = model([{"image": torch.rand(3, 64, 64) * 255}])
     result = out["instances"]
-    assert len(result) == (50 if cfg.MODEL.RETINAMASK.DROP_UNMASKED else 100)
+    expected = 50 if cfg.MODEL.RETINAMASK.DROP_UNMASKED else 100
+    if cfg.MODEL.RETINAMASK.MASK_NMS.ENABLED:  # mask NMS may drop duplicates among the 50 masked
+        assert expected - 50 < len(result) <= expected
+    else:
+        assert len(result) == expected
     assert result.pred_masks.shape[1:] == (64, 64)
 
     # Training: scores that differ between anchors (equal ones make NMS keep an arbitrary

@@ -8,11 +8,12 @@ from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.modeling.matcher import Matcher
 from detectron2.modeling.meta_arch.retinanet import RetinaNet
 from detectron2.modeling.postprocessing import detector_postprocess
-from detectron2.structures import Boxes, ImageList, Instances
+from detectron2.structures import Boxes, ImageList, Instances, pairwise_iou
 from detectron2.utils.events import get_event_storage
 from torch import Tensor, nn
 
 from .mask_branch import RetinaMaskBranch
+from .mask_nms import mask_nms
 from .retinanet_head import retinanet_arguments
 from .smooth_l1 import SelfAdjustingSmoothL1Loss
 
@@ -45,6 +46,10 @@ class RetinaMask(RetinaNet):
         drop_unmasked: bool = False,
         box_reg_loss: nn.Module | None = None,
         box_reg_loss_weight: float = 1.0,
+        mask_nms_thresh: float | None = None,
+        mask_nms_pre_topk: int = 100,
+        unmasked_nms_thresh: float = 0.5,
+        class_agnostic_nms: bool = False,
         **kwargs,
     ):
         """
@@ -63,6 +68,11 @@ class RetinaMask(RetinaNet):
             box_reg_loss: if given, replaces RetinaNet's box regression loss; called on the
                 (M, 4) predicted and target deltas of the positive anchors, returns their sum.
             box_reg_loss_weight: multiplies ``loss_box_reg``.
+            mask_nms_thresh: if given, the masked detections of an image are also suppressed
+                by mask IoU above it (``mask_nms``), after RetinaNet's box NMS; then the top
+                ``mask_nms_pre_topk`` detections get masks (instead of ``test_topk_masks``) and
+                the others are suppressed by box IoU above ``unmasked_nms_thresh``.
+            class_agnostic_nms: test-time NMS (box and mask) across classes.
             kwargs: arguments of detectron2's :class:`RetinaNet`.
         """
         super().__init__(**kwargs)
@@ -79,6 +89,12 @@ class RetinaMask(RetinaNet):
         self.drop_unmasked = drop_unmasked
         self.box_reg_loss = box_reg_loss
         self.box_reg_loss_weight = box_reg_loss_weight
+        if mask_nms_thresh is not None and test_topk_masks == 0:
+            raise ValueError("MODEL.RETINAMASK.MASK_NMS needs masks: TEST_TOPK_MASKS > 0")
+        self.mask_nms_thresh = mask_nms_thresh
+        self.mask_nms_pre_topk = mask_nms_pre_topk
+        self.unmasked_nms_thresh = unmasked_nms_thresh
+        self.class_agnostic_nms = class_agnostic_nms
 
     @classmethod
     def from_config(cls, cfg: CfgNode):
@@ -97,6 +113,12 @@ class RetinaMask(RetinaNet):
         ret["test_topk_masks"] = node.TEST_TOPK_MASKS
         ret["mask_score_thresh"] = node.TEST_MASK_SCORE_THRESH
         ret["drop_unmasked"] = node.DROP_UNMASKED
+        if node.MASK_NMS.ENABLED:
+            ret["unmasked_nms_thresh"] = ret["test_nms_thresh"]
+            ret["test_nms_thresh"] = node.MASK_NMS.BOX_THRESH
+            ret["mask_nms_thresh"] = node.MASK_NMS.THRESH
+            ret["mask_nms_pre_topk"] = node.MASK_NMS.PRE_TOPK
+        ret["class_agnostic_nms"] = node.CLASS_AGNOSTIC_NMS
         loss_type = cfg.MODEL.RETINANET.BBOX_REG_LOSS_TYPE
         if loss_type != SMOOTH_L1 and node.BOX_REG_LOSS_WEIGHT != 1.0:
             raise ValueError(
@@ -164,9 +186,9 @@ class RetinaMask(RetinaNet):
     def predict_masks(
         self, mask_features: list[Tensor], detections: list[Instances]
     ) -> list[Instances]:
-        """The detections of each image that get masks: its top ``test_topk_masks`` (score
-        sorted, boxes clipped to the image) that score at least ``mask_score_thresh``, with
-        ``pred_masks`` (N, 1, M, M) probabilities.
+        """The detections of each image that get masks: its top ``test_topk_masks`` (with mask
+        NMS ``mask_nms_pre_topk``; score sorted, boxes clipped to the image) that score at least
+        ``mask_score_thresh``, with ``pred_masks`` (N, 1, M, M) probabilities.
 
         The boxes must be clipped first: ``detector_postprocess`` pastes each mask into its
         clipped box, so the mask must be predicted for that box (as Mask R-CNN does), not for the
@@ -174,9 +196,10 @@ class RetinaMask(RetinaNet):
         """
         if self.test_topk_masks == 0:
             return [d[:0] for d in detections]
+        topk = self.test_topk_masks if self.mask_nms_thresh is None else self.mask_nms_pre_topk
         chosen = []
         for d in detections:
-            confident = int((d.scores[: self.test_topk_masks] >= self.mask_score_thresh).sum())
+            confident = int((d.scores[:topk] >= self.mask_score_thresh).sum())
             chosen.append(d[:confident])  # a prefix: detections come sorted by score
         return self.mask_branch.predict(mask_features, chosen)
 
@@ -207,10 +230,10 @@ class RetinaMask(RetinaNet):
             # detectron2's paste, one mask at a time on the CPU: pasting all masks in one pass is
             # no faster on the synthetic images and slower at COCO scale, where the pixel count,
             # not the per-mask overhead, dominates (benchmarks/paste_cost.py).
-            output = detector_postprocess(masked_i, height, width)
+            output = self._suppress_by_mask(detector_postprocess(masked_i, height, width))
             rest = detections_i[len(masked_i) :]
             if not self.drop_unmasked and len(rest) > 0:
-                rest = detector_postprocess(rest, height, width)
+                rest = self._suppress_unmasked(detector_postprocess(rest, height, width), output)
                 rest.pred_masks = torch.zeros(
                     (len(rest), *output.pred_masks.shape[1:]),
                     dtype=torch.bool,
@@ -222,6 +245,68 @@ class RetinaMask(RetinaNet):
                 output = Instances.cat([output, rest])
             results.append({"instances": output})
         return results
+
+    def _suppress_by_mask(self, masked: Instances) -> Instances:
+        """``masked`` (pasted masks) without its mask-IoU duplicates, when mask NMS is on; a pair
+        with an empty mask is compared by box IoU, at RetinaNet's own NMS threshold."""
+        if self.mask_nms_thresh is None:
+            return masked
+        classes = None if self.class_agnostic_nms else masked.pred_classes
+        box_iou = pairwise_iou(masked.pred_boxes, masked.pred_boxes)
+        keep = mask_nms(
+            masked.pred_masks,
+            masked.scores,
+            classes,
+            self.mask_nms_thresh,
+            box_iou=box_iou,
+            box_threshold=self.unmasked_nms_thresh,
+        )
+        return masked[keep]
+
+    def _suppress_unmasked(self, rest: Instances, masked: Instances) -> Instances:
+        """With mask NMS, the unmasked detections ``rest`` without those that box NMS at
+        ``unmasked_nms_thresh`` removes, against the kept ``masked`` ones and among themselves
+        (the loose box stage is only for detections whose masks can tell them apart), as many
+        as ``max_detections_per_image`` leaves room for after ``masked``."""
+        if self.mask_nms_thresh is None or len(rest) == 0:
+            return rest
+        room = max(self.max_detections_per_image - len(masked), 0)
+        classes = torch.zeros_like if self.class_agnostic_nms else (lambda c: c)
+        if len(masked) > 0:
+            overlap = pairwise_iou(rest.pred_boxes, masked.pred_boxes)
+            overlap[classes(rest.pred_classes)[:, None] != classes(masked.pred_classes)] = 0.0
+            rest = rest[overlap.max(dim=1).values <= self.unmasked_nms_thresh]
+        keep = batched_nms(
+            rest.pred_boxes.tensor,
+            rest.scores,
+            classes(rest.pred_classes),
+            self.unmasked_nms_thresh,
+        )
+        return rest[keep[:room]]
+
+    def inference_single_image(self, anchors, box_cls, box_delta, image_size):
+        """RetinaNet's, with NMS across classes when ``class_agnostic_nms``; with mask NMS, all
+        the survivors of the loose box NMS (``_postprocess`` cuts them to
+        ``max_detections_per_image`` once masks and box NMS have removed their duplicates)."""
+        if not self.class_agnostic_nms and self.mask_nms_thresh is None:
+            return super().inference_single_image(anchors, box_cls, box_delta, image_size)
+        pred = self._decode_multi_level_predictions(
+            anchors,
+            box_cls,
+            box_delta,
+            self.test_score_thresh,
+            self.test_topk_candidates,
+            image_size,
+        )
+        classes = torch.zeros_like(pred.pred_classes) if self.class_agnostic_nms else None
+        keep = batched_nms(
+            pred.pred_boxes.tensor,
+            pred.scores,
+            pred.pred_classes if classes is None else classes,
+            self.test_nms_thresh,
+        )
+        limit = self.max_detections_per_image if self.mask_nms_thresh is None else len(keep)
+        return pred[keep[:limit]]
 
     @torch.no_grad()
     def detect_mask_training_rois(

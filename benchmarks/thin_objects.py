@@ -1,0 +1,306 @@
+"""The thin-objects benchmark: RetinaMask and its mechanisms against detectron2's RetinaNet and
+Mask R-CNN, on data the project's defaults were not tuned on (``thin_shapes_data.py``).
+
+Every model trains from scratch with the same backbone, heads, input size, schedule and seed
+(``synthetic_configs``); RetinaMask variants start from the project's tiny recipe and change one
+mechanism each (``TRAIN_VARIANTS``). Each trained RetinaMask is then evaluated under every
+test-time variant (``TEST_VARIANTS``: mask-IoU NMS, class-agnostic NMS), which need no training
+of their own. Runs go one after the other in this process (seed-major, so a stopped run still
+has whole seeds), and the results file is rewritten after each: a run that is stopped keeps what
+it finished, and a rerun skips it.
+
+    python benchmarks/thin_objects.py --seeds 0 1 2          # writes results/thin_objects.json
+    python benchmarks/thin_objects.py --quick                # a few iterations: checks the harness
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from dataclasses import replace
+from pathlib import Path
+from statistics import median
+
+import numpy as np
+import torch
+from harness import (
+    RESULTS_DIR,
+    device_description,
+    environment,
+    load_average,
+    set_threads,
+    write_json,
+)
+from synthetic_configs import SharedSpec, build_benchmark_model, set_keys, synthetic_cfg
+from thin_metrics import anchor_recall, coco_ap, dataset_statistics, is_thin, loss_breakdown
+
+TRAIN_NAME, VAL_NAME = "thin_shapes_train", "thin_shapes_val"
+HEAD_56 = {"MODEL.ROI_MASK_HEAD.NAME": "MaskRCNNConvUpsample2xHead"}
+RATIOS = {"MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS": [[0.2, 0.5, 1.0, 2.0, 5.0]]}
+# name -> (model of synthetic_configs, keys changed on top of it)
+TRAIN_VARIANTS: dict[str, tuple[str, dict]] = {
+    "retinamask": ("retinamask", {}),
+    "retinanet": ("retinanet", {}),
+    "mask_rcnn": ("mask_rcnn", {}),
+    "retinamask_56": ("retinamask", HEAD_56),
+    "retinamask_p2": ("retinamask_p2", {}),
+    "retinamask_56_p2": ("retinamask_p2", HEAD_56),
+    "retinamask_ratios": ("retinamask", RATIOS),
+    "retinamask_thin": ("retinamask_p2", {**HEAD_56, **RATIOS}),
+}
+MAIN = ("retinamask", "retinanet", "mask_rcnn")
+# Trained for every seed first; the single-mechanism rows follow, seed by seed, as time allows.
+PRIMARY = (*MAIN, "retinamask_thin")
+TEST_VARIANTS: dict[str, dict] = {
+    "": {},
+    "mask_nms": {"MODEL.RETINAMASK.MASK_NMS.ENABLED": True},
+    "mask_nms_no_box_nms": {
+        "MODEL.RETINAMASK.MASK_NMS.ENABLED": True,
+        "MODEL.RETINAMASK.MASK_NMS.BOX_THRESH": 1.0,
+    },
+    "agnostic": {"MODEL.RETINAMASK.CLASS_AGNOSTIC_NMS": True},
+}
+# Which test-time variants each trained variant is evaluated with (an evaluation costs about
+# half a training here): all for the default RetinaMask, mask NMS for the thin config.
+TESTS_OF = {"retinamask": tuple(TEST_VARIANTS), "retinamask_thin": ("", "mask_nms")}
+SPEC = SharedSpec(image_size=160, max_iter=150, warmup_iters=30, anchor_size=16)
+QUICK_SPEC = SharedSpec(image_size=96, max_iter=3, warmup_iters=1, ims_per_batch=2)
+
+
+def register(data_dir: Path) -> None:
+    from retinamask_d2.data.coco_json import register_coco_json
+
+    for name, split in ((TRAIN_NAME, "train"), (VAL_NAME, "val")):
+        register_coco_json(name, str(data_dir / f"{split}.json"), str(data_dir / split))
+
+
+def build_cfg(variant: str, spec: SharedSpec, num_classes: int, output_dir: Path, device: str):
+    model, keys = TRAIN_VARIANTS[variant]
+    cfg = synthetic_cfg(model, spec, num_classes, str(output_dir), device)
+    set_keys(cfg, keys)
+    # Resize so that the long side is spec.image_size (the images are 256-384 px, not square).
+    cfg.INPUT.MIN_SIZE_TRAIN = (spec.image_size,)
+    cfg.INPUT.MIN_SIZE_TEST = spec.image_size
+    cfg.DATASETS.TRAIN = (TRAIN_NAME,)
+    cfg.DATASETS.TEST = ()
+    return cfg
+
+
+def train(cfg) -> tuple[torch.nn.Module, dict]:
+    """Train ``cfg``'s model; the model and its training timings."""
+    from detectron2.utils.env import seed_all_rng
+
+    from retinamask_d2.engine import Trainer
+
+    class BenchmarkTrainer(Trainer):
+        @classmethod
+        def build_model(cls, cfg):
+            return build_benchmark_model(cfg)
+
+    seed_all_rng(cfg.SEED)
+    trainer = BenchmarkTrainer(cfg)
+    trainer.resume_or_load(resume=False)
+    start = time.perf_counter()
+    trainer.train()
+    wall = time.perf_counter() - start
+    step_s = [v for v, _ in trainer.storage.history("time").values()]
+    losses = [v for v, _ in trainer.storage.history("total_loss").values()]
+    tail = max(1, len(losses) // 10)
+    return trainer.model, {
+        "train_s_per_iter": median(step_s),
+        "train_wall_s": wall,
+        "final_total_loss": median(losses[-tail:]),
+    }
+
+
+def evaluate(model: torch.nn.Module, cfg, gt: dict, inputs: list) -> dict:
+    """COCO box/mask AP (all, thin, per class), the loss breakdown and the median ms/image."""
+    from detectron2.evaluation.coco_evaluation import instances_to_coco_json
+
+    id_map = {i: c["id"] for i, c in enumerate(gt["categories"])}
+    model.eval()
+    detections, seconds = [], []
+    with torch.no_grad():
+        for batch in inputs:
+            start = time.perf_counter()
+            output = model(batch)[0]["instances"].to("cpu")
+            seconds.append(time.perf_counter() - start)
+            for det in instances_to_coco_json(output, batch[0]["image_id"]):
+                det["category_id"] = id_map[det["category_id"]]
+                detections.append(det)
+    has_masks = any("segmentation" in d for d in detections)
+    box_dets = [{k: v for k, v in d.items() if k != "segmentation"} for d in detections]
+    row = {
+        "box": coco_ap(gt, box_dets, "bbox"),
+        "ms_per_image": 1000.0 * median(seconds),
+        "breakdown": loss_breakdown(gt, detections),
+    }
+    if has_masks:
+        row["mask"] = coco_ap(gt, detections, "segm")
+    return row
+
+
+def _anchors(model: torch.nn.Module, height: int, width: int) -> np.ndarray:
+    """(A, 4) XYXY anchors of ``model`` for an input of ``height`` x ``width``."""
+    shapes = model.backbone.output_shape()
+    grids = [
+        torch.zeros(1, 1, math.ceil(height / shapes[f].stride), math.ceil(width / shapes[f].stride))
+        for f in model.head_in_features
+    ]
+    return torch.cat([b.tensor for b in model.anchor_generator(grids)]).numpy()
+
+
+def anchors_found(model: torch.nn.Module, gt: dict, inputs: list) -> dict | None:
+    """Percentage of GT (all, thin) with an anchor of IoU >= 0.5 at the model's input size, and
+    the anchor count of a square input (RetinaNet-style models only)."""
+    if not hasattr(model, "anchor_generator"):
+        return None
+    by_image: dict[int, list[dict]] = {}
+    for ann in gt["annotations"]:
+        by_image.setdefault(ann["image_id"], []).append(ann)
+    boxes, anchors, thin = [], [], []
+    for batch in inputs:
+        item = batch[0]
+        height, width = item["image"].shape[1:]
+        scale = width / item["width"]
+        anns = by_image.get(item["image_id"], [])
+        xyxy = [[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in anns)]
+        boxes.append(np.array(xyxy).reshape(-1, 4) * scale)
+        anchors.append(_anchors(model, height, width))
+        thin.append([is_thin(a) for a in anns])
+    size = max(item["image"].shape[1:])
+    return {**anchor_recall(boxes, anchors, thin), "count_square": len(_anchors(model, size, size))}
+
+
+def run_one(
+    variant: str, spec: SharedSpec, args, gt: dict, num_classes: int, old: list[dict]
+) -> list[dict]:
+    """Train one variant from ``spec.seed``; one row per test-time variant. With
+    ``args.reevaluate``, load the trained weights instead and evaluate the test-time variants
+    other than "" again (``old``: the rows this replaces, whose training timings it keeps)."""
+    from detectron2.checkpoint import DetectionCheckpointer
+    from detectron2.data import build_detection_test_loader
+
+    output_dir = args.work_dir / f"seed{spec.seed}" / variant
+    cfg = build_cfg(variant, spec, num_classes, output_dir, args.device)
+    tests = TESTS_OF.get(variant, ("",))
+    if args.reevaluate:
+        model = build_benchmark_model(cfg)
+        DetectionCheckpointer(model).load(str(output_dir / "model_final.pth"))
+        timing = {k: old[0][k] for k in ("train_s_per_iter", "train_wall_s", "final_total_loss")}
+        tests = [t for t in tests if t]
+    else:
+        model, timing = train(cfg)
+    inputs = list(build_detection_test_loader(cfg, VAL_NAME))
+    anchors = anchors_found(model, gt, inputs)
+    rows = []
+    for test in tests:
+        keys = TEST_VARIANTS[test]
+        test_model = model
+        if keys:
+            test_cfg = cfg.clone()
+            set_keys(test_cfg, keys)
+            test_model = build_benchmark_model(test_cfg)
+            test_model.load_state_dict(model.state_dict())
+        row = {"variant": variant, "test": test, "seed": spec.seed, **timing}
+        row.update(evaluate(test_model, cfg, gt, inputs))
+        row["anchors"] = anchors
+        rows.append(row)
+        print(
+            f"thin_objects: seed {spec.seed} {variant}{'+' + test if test else ''}: box "
+            f"{row['box']['AP']:.1f} mask {row.get('mask', {}).get('AP', float('nan')):.1f} "
+            f"thin mask {row.get('mask', {}).get('thin_AP', float('nan')):.1f}",
+            flush=True,
+        )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--variants", nargs="+", default=list(TRAIN_VARIANTS))
+    parser.add_argument("--max-iter", type=int)
+    parser.add_argument("--image-size", type=int)
+    parser.add_argument("--num-train", type=int, default=400)
+    parser.add_argument("--num-val", type=int, default=60)
+    parser.add_argument("--data-dir", type=Path, default=Path("datasets/thin_shapes"))
+    parser.add_argument("--work-dir", type=Path, default=Path("output/benchmarks/thin_objects"))
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "thin_objects.json")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument(
+        "--reevaluate",
+        action="store_true",
+        help="evaluate the test-time variants of finished trainings again (after a change of "
+        "the post-processing) from their saved weights",
+    )
+    args = parser.parse_args()
+    set_threads(args.threads)
+    unknown = [v for v in args.variants if v not in TRAIN_VARIANTS]
+    if unknown:
+        parser.error(f"unknown variants {unknown}; known: {list(TRAIN_VARIANTS)}")
+    spec = SPEC
+    if args.quick:
+        spec = QUICK_SPEC
+        args.num_train, args.num_val = 6, 3
+        args.data_dir = args.work_dir / "data_quick"
+    if args.max_iter:
+        spec = replace(spec, max_iter=args.max_iter)
+    if args.image_size:
+        spec = replace(spec, image_size=args.image_size)
+
+    from thin_shapes_data import generate, is_generated
+
+    counts = {"train": args.num_train, "val": args.num_val}
+    if not is_generated(args.data_dir, counts, 0):
+        generate(args.data_dir, counts, 0)
+    register(args.data_dir)
+    gt = json.loads((args.data_dir / "val.json").read_text())
+    num_classes = len(gt["categories"])
+
+    result = {"rows": []}
+    if args.out.is_file() and not args.quick:
+        result = json.loads(args.out.read_text())
+    done = {(r["variant"], r["seed"]) for r in result["rows"]}
+    result.update(
+        {
+            "benchmark": "thin_objects",
+            "device": device_description(args.device),
+            "threads": args.threads,
+            "quick": args.quick,
+            "spec": {**spec.as_dict(), "seed": None},
+            "data": {
+                "generator": "python benchmarks/thin_shapes_data.py",
+                "train_images": args.num_train,
+                "val_images": args.num_val,
+                "seed": 0,
+                "statistics": dataset_statistics(gt),
+            },
+            "environment": environment(),
+        }
+    )
+    primary = [v for v in args.variants if v in PRIMARY]
+    secondary = [v for v in args.variants if v not in PRIMARY]
+    plan = [(v, s) for s in args.seeds for v in primary]
+    plan += [(v, s) for s in args.seeds for v in secondary]
+    for variant, seed in plan:
+        if args.reevaluate != ((variant, seed) in done):
+            continue
+        load = load_average()
+        old = [r for r in result["rows"] if (r["variant"], r["seed"]) == (variant, seed)]
+        rows = run_one(variant, replace(spec, seed=seed), args, gt, num_classes, old)
+        for row in rows:
+            row["load_average_before"] = load
+        replaced = {(r["variant"], r["seed"], r["test"]) for r in rows}
+        result["rows"] = [
+            r for r in result["rows"] if (r["variant"], r["seed"], r["test"]) not in replaced
+        ] + rows
+        write_json(args.out, result)
+    print(f"thin_objects: wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

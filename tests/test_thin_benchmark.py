@@ -1,0 +1,232 @@
+"""The thin-objects benchmark's data and metrics on hand-made cases (no training)."""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pycocotools.mask as mask_util
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+
+import thin_metrics  # noqa: E402  (a script folder, not a package)
+import thin_report  # noqa: E402
+import thin_shapes_data  # noqa: E402
+
+
+def _rle(mask: np.ndarray) -> dict:
+    rle = mask_util.encode(np.asfortranarray(mask.astype(np.uint8)))
+    return {"size": rle["size"], "counts": rle["counts"].decode("ascii")}
+
+
+def _dataset():
+    """One 100 x 100 image: a thin horizontal bar (class 1) and a square (class 2)."""
+    bar = np.zeros((100, 100), bool)
+    bar[50:53, 10:90] = True
+    square = np.zeros((100, 100), bool)
+    square[10:40, 10:40] = True
+    anns = []
+    for i, (mask, cat) in enumerate([(bar, 1), (square, 2)]):
+        rle = _rle(mask)
+        anns.append(
+            {
+                "id": i + 1,
+                "image_id": 1,
+                "category_id": cat,
+                "segmentation": rle,
+                "bbox": mask_util.toBbox(rle).tolist(),
+                "area": int(mask.sum()),
+                "iscrowd": 0,
+            }
+        )
+    gt = {
+        "images": [{"id": 1, "width": 100, "height": 100, "file_name": "a.png"}],
+        "annotations": anns,
+        "categories": [{"id": 1, "name": "bar"}, {"id": 2, "name": "square"}],
+    }
+    return gt, bar, square
+
+
+def _det(mask, cat, score):
+    rle = _rle(mask)
+    return {
+        "image_id": 1,
+        "category_id": cat,
+        "score": score,
+        "segmentation": rle,
+        "bbox": mask_util.toBbox(rle).tolist(),
+    }
+
+
+def test_thin_ap_counts_only_thin_objects():
+    gt, bar, square = _dataset()
+    assert [thin_metrics.is_thin(a) for a in gt["annotations"]] == [False, False]
+    # The bar fills its whole 80 x 3 box: not thin by fill. A diagonal stroke is.
+    diagonal = np.zeros((100, 100), bool)
+    for i in range(80):
+        diagonal[10 + i, 10 + i : 13 + i] = True
+    gt["annotations"][0]["segmentation"] = _rle(diagonal)
+    gt["annotations"][0]["bbox"] = mask_util.toBbox(_rle(diagonal)).tolist()
+    gt["annotations"][0]["area"] = int(diagonal.sum())
+    assert [thin_metrics.is_thin(a) for a in gt["annotations"]] == [True, False]
+
+    only_square = thin_metrics.coco_ap(gt, [_det(square, 2, 0.9)], "segm")
+    assert only_square["per_class"] == pytest.approx({"bar": 0.0, "square": 100.0})
+    assert only_square["AP"] == pytest.approx(50.0)
+    # The square is ignored for thin AP: no thin object found, the square's detection is
+    # matched to an ignored GT, not a false positive.
+    assert only_square["thin_AP"] == 0.0
+    only_bar = thin_metrics.coco_ap(gt, [_det(diagonal, 1, 0.9)], "segm")
+    assert only_bar["thin_AP"] == pytest.approx(100.0)
+    both = thin_metrics.coco_ap(gt, [_det(diagonal, 1, 0.9), _det(square, 2, 0.8)], "segm")
+    assert both["AP"] == pytest.approx(100.0) and both["thin_AP"] == pytest.approx(100.0)
+
+
+def test_breakdown_counts_recall_duplicates_and_confusions():
+    gt, bar, square = _dataset()
+    half_bar = bar.copy()
+    half_bar[:, 50:] = False
+    dets = [
+        _det(bar, 1, 0.9),  # matches the bar
+        _det(bar, 1, 0.8),  # a duplicate of it
+        _det(square, 1, 0.7),  # the square, as the wrong class: a confusion
+    ]
+    out = thin_metrics.loss_breakdown(gt, dets)["all"]
+    assert out["gt"] == 2
+    assert out["box_recall"] == 50.0  # only the bar has a same-class detection
+    assert out["box_recall_any_class"] == 100.0
+    assert out["mask_iou"] == pytest.approx(100.0)
+    assert out["duplicates_per_gt"] == 0.5 and out["confusions_per_gt"] == 0.5
+    # A 40 px detection of the 80 px bar: box IoU 0.5 is reached (40 x 3 of 80 x 3 = 0.5).
+    low = thin_metrics.loss_breakdown(gt, [_det(half_bar, 1, 0.9)])["all"]
+    assert low["box_recall"] == 100.0 / 2 and low["mask_iou"] == pytest.approx(50.0)
+
+
+def test_dataset_statistics_finds_same_class_box_overlaps():
+    gt, bar, _ = _dataset()
+    crossing = np.zeros((100, 100), bool)
+    crossing[12:88, 49:52] = True  # a vertical bar crossing the horizontal one
+    gt["annotations"][1]["category_id"] = 1
+    rle = _rle(crossing)
+    gt["annotations"][1].update(
+        segmentation=rle, bbox=mask_util.toBbox(rle).tolist(), area=int(crossing.sum())
+    )
+    stats = thin_metrics.dataset_statistics(gt, nms_iou=0.0)
+    assert stats["box_nms_at_risk"] == 100.0
+    assert thin_metrics.dataset_statistics(gt, nms_iou=0.4)["box_nms_at_risk"] == 0.0
+    # Neither bar is thin by fill (each fills its box); a diagonal stroke in class 2 is.
+    assert stats["thin_fraction"] == 0.0
+    diagonal = np.zeros((100, 100), bool)
+    for i in range(80):
+        diagonal[10 + i, 10 + i : 13 + i] = True
+    rle = _rle(diagonal)
+    gt["annotations"].append(
+        {
+            "id": 3,
+            "image_id": 1,
+            "category_id": 2,
+            "segmentation": rle,
+            "bbox": mask_util.toBbox(rle).tolist(),
+            "area": int(diagonal.sum()),
+            "iscrowd": 0,
+        }
+    )
+    stats = thin_metrics.dataset_statistics(gt, nms_iou=0.0)
+    assert stats["thin_fraction"] == pytest.approx(100 / 3)
+    assert stats["box_nms_at_risk_thin"] == 0.0  # the only class-2 object: no same-class overlap
+
+
+def test_generator_is_deterministic_and_covers_the_spec(tmp_path):
+    a = thin_shapes_data.generate(tmp_path / "a", {"train": 8}, seed=3)["train"]
+    b = thin_shapes_data.generate(tmp_path / "b", {"train": 8}, seed=3)["train"]
+    assert a.read_bytes() == b.read_bytes()
+    assert (tmp_path / "a/train/00005.png").read_bytes() == (
+        tmp_path / "b/train/00005.png"
+    ).read_bytes()
+    data = json.loads(a.read_text())
+    assert thin_shapes_data.is_generated(tmp_path / "a", {"train": 8}, 3)
+    per_image = {}
+    for ann in data["annotations"]:
+        per_image.setdefault(ann["image_id"], []).append(ann)
+        assert isinstance(ann["segmentation"], dict)  # RLE
+        assert int(mask_util.area(ann["segmentation"])) == ann["area"]
+    assert all(4 <= len(v) <= 12 for v in per_image.values())
+    for image in data["images"]:
+        assert 256 <= image["width"] <= 384 and 256 <= image["height"] <= 384
+
+
+def test_bars_have_their_exact_width_when_axis_aligned():
+    mask = thin_shapes_data._bar_mask((64, 64), np.array([32.0, 32.0]), 40, 3, 0.0)
+    assert mask.any(axis=1).sum() == 3 and mask.any(axis=0).sum() == 40
+    mask = thin_shapes_data._bar_mask((64, 64), np.array([32.0, 32.0]), 40, 2, np.pi / 2)
+    assert mask.any(axis=0).sum() == 2 and mask.any(axis=1).sum() == 40
+
+
+def _row(variant, seed, mask_ap, thin_ap, box_ap, ms, test=""):
+    return {
+        "variant": variant,
+        "test": test,
+        "seed": seed,
+        "box": {"AP": box_ap, "thin_AP": 1.0, "per_class": {"bar": box_ap}},
+        "mask": {"AP": mask_ap, "thin_AP": thin_ap, "per_class": {"bar": mask_ap}},
+        "ms_per_image": ms,
+        "train_s_per_iter": 1.0,
+        "breakdown": {"all": {"box_recall": 50.0}, "thin": {"box_recall": 40.0}},
+        "anchors": None,
+    }
+
+
+def test_report_targets_and_per_seed_differences():
+    rows = [
+        _row("retinamask", 0, 20.0, 5.0, 30.0, 10.0),
+        _row("retinamask", 1, 22.0, 7.0, 32.0, 10.0),
+        _row("mask_rcnn", 0, 25.0, 10.0, 33.0, 20.0),
+        _row("mask_rcnn", 1, 25.0, 10.0, 33.0, 20.0),
+        _row("retinamask_thin", 0, 24.5, 13.0, 34.0, 12.0),
+        _row("retinamask_thin", 1, 25.0, 12.0, 33.0, 12.0),
+    ]
+    result = {
+        "rows": rows,
+        "device": "CPU",
+        "spec": {
+            "image_size": 160,
+            "depth": 18,
+            "fpn_channels": 64,
+            "head_convs": 2,
+            "mask_convs": 2,
+            "mask_dim": 64,
+            "ims_per_batch": 4,
+            "max_iter": 150,
+        },
+        "data": {
+            "generator": "g",
+            "train_images": 1,
+            "val_images": 1,
+            "statistics": {
+                "gt": 2,
+                "thin_fraction": 50.0,
+                "box_nms_at_risk": 10.0,
+                "box_nms_at_risk_thin": 20.0,
+                "nms_iou": 0.4,
+            },
+        },
+    }
+    text = thin_report.markdown(result)
+    assert "| RetinaMask (default) | 2 | 31.0 (30.0–32.0) | 21.0 (20.0–22.0) |" in text
+    thin_name = thin_report.NAMES["retinamask_thin"]
+    assert f"| {thin_name} | +3.8 [+4.5, +3.0] | +6.5 [+8.0, +5.0] | +2.5 [+4.0, +1.0] |" in text
+    # best row by thin mask AP is the thin config: 12.5 >= 2 x 6 and >= 10; 24.75 >= 25 - 1;
+    # box 33.5 >= 33; 12 ms <= 20 ms.
+    assert "| thin mask AP ≥ 2 × default RetinaMask's | 12.5 vs 2 × 6.0 | met |" in text
+    assert "| box AP ≥ Mask R-CNN's | 33.5 vs 33.0 | met |" in text
+    rows[4]["box"]["AP"] = 30.0
+    text = thin_report.markdown(result)
+    assert "| box AP ≥ Mask R-CNN's | 31.5 vs 33.0 | **missed** |" in text
+    for row in rows:
+        row["mask"]["thin_AP"] = 0.0
+    assert "12.5" not in thin_report.markdown(result).split("Targets")[1]
+    assert "| thin mask AP ≥ Mask R-CNN's | 0.0 vs 0.0 | **not shown** (all 0) |" in (
+        thin_report.markdown(result)
+    )
