@@ -35,6 +35,8 @@ import cv2
 import numpy as np
 import pycocotools.mask as mask_util
 
+from retinamask_d2.data.synthetic import visible_parts
+
 CLASSES = ("hairline", "rod", "plank", "arc", "ring", "blob")
 BAR_WIDTHS = {"hairline": (2, 4), "rod": (5, 9), "plank": (10, 15)}
 THIN = ("hairline", "rod", "plank", "arc")
@@ -247,7 +249,7 @@ def render_image(
                 continue
             if anchor is not None and anchor["mode"] == "touch" and (mask & _dilated(masks)).any():
                 continue
-            visible_before = _visible(masks)
+            visible_before = visible_parts(masks)
             if all(_visible_enough(v & ~mask, m) for m, v in zip(masks, visible_before)):
                 masks.append(mask)
                 categories.append(category)
@@ -257,7 +259,7 @@ def render_image(
 
     image = _background(rng, shape)
     annotations = []
-    for full, visible, category in zip(masks, _visible(masks), categories):
+    for full, visible, category in zip(masks, visible_parts(masks), categories):
         _paint(rng, image, full)
         rle = mask_util.encode(np.asfortranarray(visible.astype(np.uint8)))
         x, y, w, h = mask_util.toBbox(rle).tolist()
@@ -283,16 +285,6 @@ def _dilated(masks: list[np.ndarray]) -> np.ndarray:
     for m in masks:
         union |= m
     return cv2.dilate(union.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
-
-
-def _visible(masks: list[np.ndarray]) -> list[np.ndarray]:
-    """The visible part of each mask once every later mask is painted over it."""
-    visible = []
-    covered = np.zeros_like(masks[0]) if masks else None
-    for mask in reversed(masks):
-        visible.append(mask & ~covered)
-        covered = covered | mask
-    return visible[::-1]
 
 
 def _visible_enough(visible: np.ndarray, full: np.ndarray) -> bool:

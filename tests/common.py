@@ -31,6 +31,16 @@ def get_tiny_cfg(num_classes: int = 3) -> CfgNode:
     return cfg
 
 
+def set_retinamask_keys(cfg: CfgNode, options: dict) -> None:
+    """Set ``MODEL.RETINAMASK`` keys named by dotted paths below it (``"MASK_NMS.THRESH"``)."""
+    for key, value in options.items():
+        node = cfg.MODEL.RETINAMASK
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node[part]
+        node[leaf] = value
+
+
 def build_tiny_model(cfg: CfgNode | None = None) -> torch.nn.Module:
     """Build the model of ``cfg`` (default: :func:`get_tiny_cfg`) on the CPU, in training mode."""
     return build_model(cfg if cfg is not None else get_tiny_cfg())

@@ -15,7 +15,7 @@ from detectron2.utils.events import EventStorage
 
 from retinamask_d2 import add_retinamask_config
 from retinamask_d2.modeling import retinamask as retinamask_module
-from tests.common import get_tiny_cfg
+from tests.common import get_tiny_cfg, set_retinamask_keys
 
 H, W = 96, 128
 # Where each key is shown to take effect: (test module, test name).
@@ -117,12 +117,7 @@ def _detecting_model(**options):
     sigmoid(2) for class 0, sigmoid(-10) for the others; box deltas 0): training RoIs exist and
     overlap the GT, whatever the random backbone computes."""
     cfg = get_tiny_cfg()
-    for key, value in options.items():
-        node = cfg.MODEL.RETINAMASK
-        *path, leaf = key.split(".")
-        for part in path:
-            node = node[part]
-        node[leaf] = value
+    set_retinamask_keys(cfg, options)
     torch.manual_seed(0)
     model = build_model(cfg)
     head = model.head

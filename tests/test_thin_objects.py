@@ -9,7 +9,7 @@ from detectron2.structures import BitMasks, Boxes, Instances, pairwise_iou
 from torch.nn import functional as F
 
 from retinamask_d2.modeling.mask_nms import mask_iou_matrix, mask_nms
-from tests.common import build_tiny_model, get_tiny_cfg
+from tests.common import build_tiny_model, get_tiny_cfg, set_retinamask_keys
 
 SIZE = 64
 M = 28
@@ -27,12 +27,7 @@ def _diagonal(flip: bool, side: int = M) -> torch.Tensor:
 def _model(**keys):
     cfg = get_tiny_cfg(num_classes=2)
     cfg.INPUT.MIN_SIZE_TEST = cfg.INPUT.MAX_SIZE_TEST = SIZE
-    for key, value in keys.items():
-        node = cfg.MODEL.RETINAMASK
-        *parents, last = key.split(".")
-        for part in parents:
-            node = node[part]
-        node[last] = value
+    set_retinamask_keys(cfg, keys)
     torch.manual_seed(0)
     return build_tiny_model(cfg).eval()
 

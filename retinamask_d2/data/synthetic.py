@@ -147,7 +147,7 @@ def render_image(rng: np.random.Generator, size: int) -> tuple[np.ndarray, list[
     categories: list[int] = []
     num_objects = int(rng.integers(2, 7))
     for _ in range(num_objects):
-        visible_masks = _visible(masks)  # masks only change when the tries loop breaks
+        visible_masks = visible_parts(masks)  # masks only change when the tries loop breaks
         for _ in range(PLACEMENT_TRIES):
             category = int(rng.integers(0, len(CLASSES)))
             shape = shape_polygon(rng, CLASSES[category], size)
@@ -177,7 +177,7 @@ def render_image(rng: np.random.Generator, size: int) -> tuple[np.ndarray, list[
     image = _background(rng, size)
     colours: set[tuple[int, int, int]] = set()
     annotations = []
-    for polygon, full, visible, category in zip(polygons, masks, _visible(masks), categories):
+    for polygon, full, visible, category in zip(polygons, masks, visible_parts(masks), categories):
         colour = _colour(rng, colours)
         colours.add(colour)
         image[full] = colour
@@ -198,7 +198,7 @@ def render_image(rng: np.random.Generator, size: int) -> tuple[np.ndarray, list[
     return image, annotations
 
 
-def _visible(masks: Sequence[np.ndarray]) -> list[np.ndarray]:
+def visible_parts(masks: Sequence[np.ndarray]) -> list[np.ndarray]:
     """The visible part of each mask once every later mask is painted over it."""
     visible = []
     covered = np.zeros_like(masks[0]) if masks else None
