@@ -50,7 +50,14 @@ class CheckedCheckpointer(DetectionCheckpointer):
 
     def load(self, path: str, *args, **kwargs) -> dict[str, Any]:
         self._loading = path
-        return super().load(path, *args, **kwargs)
+        try:
+            return super().load(path, *args, **kwargs)
+        finally:
+            # detectron2 main keeps the URL being loaded in this attribute and asserts that it is
+            # unset when a load starts; a load that raised leaves it set, which would stop the
+            # fallback to the next checkpoint (v0.6 has no such attribute).
+            if hasattr(self, "_parsed_url_during_load"):
+                self._parsed_url_during_load = None
 
     def _load_model(self, checkpoint: Any):
         incompatible = super()._load_model(checkpoint)
