@@ -271,18 +271,23 @@ class RetinaMask(RetinaNet):
         if self.mask_nms_thresh is None or len(rest) == 0:
             return rest
         room = max(self.max_detections_per_image - len(masked), 0)
-        classes = torch.zeros_like if self.class_agnostic_nms else (lambda c: c)
         if len(masked) > 0:
             overlap = pairwise_iou(rest.pred_boxes, masked.pred_boxes)
-            overlap[classes(rest.pred_classes)[:, None] != classes(masked.pred_classes)] = 0.0
+            groups = self._nms_groups(rest.pred_classes)[:, None]
+            overlap[groups != self._nms_groups(masked.pred_classes)] = 0.0
             rest = rest[overlap.max(dim=1).values <= self.unmasked_nms_thresh]
         keep = batched_nms(
             rest.pred_boxes.tensor,
             rest.scores,
-            classes(rest.pred_classes),
+            self._nms_groups(rest.pred_classes),
             self.unmasked_nms_thresh,
         )
         return rest[keep[:room]]
+
+    def _nms_groups(self, classes: Tensor) -> Tensor:
+        """The groups test-time NMS suppresses within: the classes, or one group when
+        ``class_agnostic_nms``."""
+        return torch.zeros_like(classes) if self.class_agnostic_nms else classes
 
     def inference_single_image(self, anchors, box_cls, box_delta, image_size):
         """RetinaNet's, with NMS across classes when ``class_agnostic_nms``; with mask NMS, all
@@ -298,11 +303,10 @@ class RetinaMask(RetinaNet):
             self.test_topk_candidates,
             image_size,
         )
-        classes = torch.zeros_like(pred.pred_classes) if self.class_agnostic_nms else None
         keep = batched_nms(
             pred.pred_boxes.tensor,
             pred.scores,
-            pred.pred_classes if classes is None else classes,
+            self._nms_groups(pred.pred_classes),
             self.test_nms_thresh,
         )
         limit = self.max_detections_per_image if self.mask_nms_thresh is None else len(keep)
