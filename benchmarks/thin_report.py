@@ -20,6 +20,13 @@ NAMES = {
     "retinamask_56_p2": "RetinaMask, 56×56 masks from P2–P5",
     "retinamask_ratios": "RetinaMask, aspect ratios 0.2–5",
     "retinamask_thin": "RetinaMask, thin config (56×56, P2–P5, ratios 0.2–5)",
+    "retinamask_d2_recipe": "RetinaMask, detectron2's RetinaNet recipe",
+    "retinamask_no_sasl1": "RetinaMask, fixed smooth L1 (β 0.1)",
+    "retinamask_coder_1": "RetinaMask, coder weights (1, 1, 1, 1)",
+    "retinamask_reg_weight_1": "RetinaMask, box loss weight 1",
+    "retinamask_p6_res5": "RetinaMask, P6 from res5",
+    "retinamask_no_head_gn": "RetinaMask, heads without GN",
+    "retinamask_no_warmup": "RetinaMask, no warm-up",
 }
 TESTS = {
     "": "",
@@ -27,6 +34,7 @@ TESTS = {
     "mask_nms_no_box_nms": " + mask NMS without box stage",
     "agnostic": " + class-agnostic NMS",
     "mask_nms_agnostic": " + mask NMS, class-agnostic",
+    "nms_05": " + test NMS 0.5",
 }
 BASELINE = ("retinamask", "")
 MASK_RCNN = ("mask_rcnn", "")

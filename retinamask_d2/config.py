@@ -38,6 +38,9 @@ def add_retinamask_config(cfg: CN) -> None:
     _C.MODEL.RETINAMASK.POSITIVE_IOU = 0.5
     # Weight of loss_mask in the total loss (paper: 1).
     _C.MODEL.RETINAMASK.MASK_LOSS_WEIGHT = 1.0
+    # Weight of loss_mask_dice, a Dice term next to loss_mask (not in the paper; 0 leaves it
+    # out). It makes thin objects' own pixels count whatever share of their box they fill.
+    _C.MODEL.RETINAMASK.MASK_DICE_WEIGHT = 0.0
     # At test time the TEST_TOPK_MASKS highest-scoring detections get masks (paper: 50);
     # 0 gives box-only inference (no pred_masks, no mask branch cost).
     _C.MODEL.RETINAMASK.TEST_TOPK_MASKS = 50

@@ -107,6 +107,14 @@ class ExportableRetinaMask(nn.Module):
         super().__init__()
         if model.training:
             raise ValueError("export a model in eval mode (model.eval())")
+        if model.mask_nms_thresh is not None:
+            # Its greedy loop runs as many steps as there are detections, which a trace records
+            # as the sample's count: the file would give wrong results on other images.
+            raise ValueError(
+                "mask-IoU NMS (MODEL.RETINAMASK.MASK_NMS.ENABLED) cannot be exported; export with "
+                "it off (--opts MODEL.RETINAMASK.MASK_NMS.ENABLED False: duplicates are then "
+                "removed by box NMS only) or use the eager predictor"
+            )
         self.model = model
         # Exporters restore the training flag they found: keep the wrapper's off like the model's.
         self.eval()

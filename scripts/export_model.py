@@ -85,4 +85,7 @@ def main(argv: list[str] | None = None) -> Path:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except ValueError as error:  # a config the file cannot hold: one line, no traceback
+        sys.exit(f"export_model.py: error: {error}")

@@ -41,6 +41,7 @@ SWITCH_TESTS = {
     "TRAIN_NMS_THRESH": ROIS,
     "POSITIVE_IOU": (HERE, "test_positive_iou_decides_which_detections_learn_masks"),
     "MASK_LOSS_WEIGHT": (HERE, "test_mask_loss_weight_scales_only_the_mask_loss"),
+    "MASK_DICE_WEIGHT": (HERE, "test_mask_dice_weight_adds_a_dice_term_and_changes_nothing_else"),
     "TEST_TOPK_MASKS": TOPK,
     "DROP_UNMASKED": TOPK,
     "TEST_MASK_SCORE_THRESH": (
@@ -212,6 +213,19 @@ def test_mask_loss_weight_scales_only_the_mask_loss():
     _, _, three = _training_rois(_detecting_model(MASK_LOSS_WEIGHT=3.0), batch)
     torch.testing.assert_close(three["loss_mask"], 3 * one["loss_mask"])
     assert three["loss_cls"] == one["loss_cls"] and three["loss_box_reg"] == one["loss_box_reg"]
+
+
+def test_mask_dice_weight_adds_a_dice_term_and_changes_nothing_else():
+    batch = [_annotated([[16.0, 16.0, 48.0, 48.0]])]
+    with EventStorage():
+        off = _detecting_model()(batch)
+        model = _detecting_model(MASK_DICE_WEIGHT=0.5)
+        on = model(batch)
+    assert "loss_mask_dice" not in off
+    assert {k: v for k, v in on.items() if k != "loss_mask_dice"} == off
+    assert 0.0 < on["loss_mask_dice"] <= 0.5  # 0.5 x (1 - Dice), Dice in [0, 1]
+    on["loss_mask_dice"].backward()
+    assert model.mask_branch.mask_head.predictor.weight.grad.abs().sum() > 0
 
 
 def test_level_assignment_keys():

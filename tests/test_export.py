@@ -190,9 +190,24 @@ def test_exported_model_follows_mask_options(topk, drop_unmasked, tmp_path):
     assert_same_results(outputs, eager_instances(model, image))
 
 
-def test_wrapper_refuses_training_mode():
+def test_exported_model_follows_class_agnostic_nms(tmp_path):
+    model = detecting_model()
+    image = random_image((80, 200), 1)
+    per_class = eager_instances(model, image)
+    model.class_agnostic_nms = True
+    agnostic = eager_instances(model, image)
+    assert len(agnostic) < len(per_class)  # the switch suppresses across classes here
+    path = export("torchscript", model, random_image(SAMPLE_SHAPE, 0), tmp_path)
+    assert_same_results(run_exported("torchscript", path, image), agnostic)
+
+
+def test_wrapper_refuses_training_mode_and_mask_nms():
     with pytest.raises(ValueError, match="eval"):
         ExportableRetinaMask(build_tiny_model())
+    model = detecting_model()
+    model.mask_nms_thresh = 0.5
+    with pytest.raises(ValueError, match="MASK_NMS.ENABLED"):
+        ExportableRetinaMask(model)
 
 
 @pytest.mark.parametrize("format", ["torchscript", "onnx"])

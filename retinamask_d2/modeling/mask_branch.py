@@ -5,11 +5,12 @@ from detectron2.config import CfgNode, configurable
 from detectron2.layers import ShapeSpec
 from detectron2.modeling.matcher import Matcher
 from detectron2.modeling.poolers import ROIPooler
-from detectron2.modeling.roi_heads.mask_head import build_mask_head
+from detectron2.modeling.roi_heads.mask_head import build_mask_head, mask_rcnn_loss
 from detectron2.structures import Instances
 from detectron2.utils.events import get_event_storage
 from torch import Tensor, nn
 
+from .mask_dice import mask_dice_loss
 from .mask_rois import select_mask_training_rois
 
 
@@ -31,6 +32,7 @@ class RetinaMaskBranch(nn.Module):
         mask_head: nn.Module,
         roi_matcher: Matcher,
         loss_weight: float = 1.0,
+        dice_weight: float = 0.0,
     ):
         """
         Args:
@@ -40,6 +42,7 @@ class RetinaMaskBranch(nn.Module):
                 returns ``{"loss_mask": ...}`` in training and sets ``pred_masks`` in inference).
             roi_matcher: labels a training RoI positive (1) when it covers a GT box.
             loss_weight: multiplies ``loss_mask``.
+            dice_weight: multiplies ``loss_mask_dice``; 0 leaves the Dice term out.
         """
         super().__init__()
         self.in_features = list(in_features)
@@ -47,6 +50,7 @@ class RetinaMaskBranch(nn.Module):
         self.mask_head = mask_head
         self.roi_matcher = roi_matcher
         self.loss_weight = loss_weight
+        self.dice_weight = dice_weight
 
     @classmethod
     def from_config(cls, cfg: CfgNode, input_shape: dict[str, ShapeSpec]):
@@ -87,6 +91,7 @@ class RetinaMaskBranch(nn.Module):
             ),
             "roi_matcher": Matcher([node.POSITIVE_IOU], [0, 1], allow_low_quality_matches=False),
             "loss_weight": node.MASK_LOSS_WEIGHT,
+            "dice_weight": node.MASK_DICE_WEIGHT,
         }
 
     def losses(
@@ -95,7 +100,8 @@ class RetinaMaskBranch(nn.Module):
         detections: list[Instances],
         gt_instances: list[Instances],
     ) -> dict[str, Tensor]:
-        """``loss_mask`` of the positive RoIs among ``detections`` and the GT boxes.
+        """``loss_mask`` (and ``loss_mask_dice``) of the positive RoIs among ``detections`` and
+        the GT boxes.
 
         ``features`` are the maps of ``in_features``, in that order. With no positive RoI in
         the batch the loss is a zero that still depends on the head (as in detectron2).
@@ -104,9 +110,18 @@ class RetinaMaskBranch(nn.Module):
         get_event_storage().put_scalar(
             "retinamask/num_mask_rois", sum(len(r) for r in rois) / max(len(rois), 1)
         )
-        pooled = self.pooler(features, [r.proposal_boxes for r in rois])
-        loss = self.mask_head(_fast_layout(pooled), rois)["loss_mask"]
-        return {"loss_mask": loss * self.loss_weight}
+        pooled = _fast_layout(self.pooler(features, [r.proposal_boxes for r in rois]))
+        if not self.dice_weight:
+            loss = self.mask_head(pooled, rois)["loss_mask"]
+            return {"loss_mask": loss * self.loss_weight}
+        # The head's own forward returns only its loss; the Dice term needs its logits, so the
+        # head's two steps (layers, then detectron2's loss with its weight) are taken here.
+        logits = self.mask_head.layers(pooled)
+        loss = mask_rcnn_loss(logits, rois, self.mask_head.vis_period) * self.mask_head.loss_weight
+        return {
+            "loss_mask": loss * self.loss_weight,
+            "loss_mask_dice": mask_dice_loss(logits, rois) * self.dice_weight,
+        }
 
     def predict(self, features: list[Tensor], detections: list[Instances]) -> list[Instances]:
         """``detections`` with ``pred_masks`` (N, 1, M, M): mask probabilities in their boxes.
