@@ -39,6 +39,7 @@ from thin_metrics import anchor_recall, coco_ap, dataset_statistics, is_thin, lo
 TRAIN_NAME, VAL_NAME = "thin_shapes_train", "thin_shapes_val"
 HEAD_56 = {"MODEL.ROI_MASK_HEAD.NAME": "MaskRCNNConvUpsample2xHead"}
 RATIOS = {"MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS": [[0.2, 0.5, 1.0, 2.0, 5.0]]}
+DICE = {"MODEL.RETINAMASK.MASK_DICE_WEIGHT": 1.0}
 # The paper's recipe, one element at a time back to detectron2's RetinaNet value.
 RECIPE_OFF: dict[str, dict] = {
     "no_sasl1": {
@@ -69,6 +70,9 @@ TRAIN_VARIANTS: dict[str, tuple[str, dict]] = {
     "retinamask_56_p2": ("retinamask_p2", HEAD_56),
     "retinamask_ratios": ("retinamask", RATIOS),
     "retinamask_thin": ("retinamask_p2", {**HEAD_56, **RATIOS}),
+    "retinamask_dice": ("retinamask", DICE),
+    "retinamask_p2_dice": ("retinamask_p2", DICE),
+    "retinamask_56_p2_dice": ("retinamask_p2", {**HEAD_56, **DICE}),
     "retinamask_d2_recipe": ("retinamask", D2_RECIPE),
     **{f"retinamask_{name}": ("retinamask", keys) for name, keys in RECIPE_OFF.items()},
 }

@@ -41,6 +41,11 @@ def add_retinamask_config(cfg: CN) -> None:
     # Weight of loss_mask_dice, a Dice term next to loss_mask (not in the paper; 0 leaves it
     # out). It makes thin objects' own pixels count whatever share of their box they fill.
     _C.MODEL.RETINAMASK.MASK_DICE_WEIGHT = 0.0
+    # Each detection's mask is predicted, learned and pasted over its box scaled by this about its
+    # centre (not in the paper; 1 is the box itself). Above 1 the mask can reach past a box that
+    # cuts its object short, as boxes of long thin objects often do; the boxes returned are the
+    # detector's own.
+    _C.MODEL.RETINAMASK.MASK_BOX_SCALE = 1.0
     # At test time the TEST_TOPK_MASKS highest-scoring detections get masks (paper: 50);
     # 0 gives box-only inference (no pred_masks, no mask branch cost).
     _C.MODEL.RETINAMASK.TEST_TOPK_MASKS = 50

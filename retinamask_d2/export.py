@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from detectron2.config import CfgNode
 from detectron2.modeling.postprocessing import detector_postprocess
-from detectron2.structures import Instances
+from detectron2.structures import Boxes, Instances
 from torch import Tensor, nn
 
 from retinamask_d2.modeling.mask_branch import RetinaMaskBranch, _fast_layout
@@ -80,7 +80,7 @@ def mask_probabilities(
     the detections, which tracing records as a constant, so the traced model would fail on
     images with another number of detections.
     """
-    pooled = branch.pooler(features, [detections.pred_boxes])
+    pooled = branch.pooler(features, [branch.mask_boxes(detections.pred_boxes)])
     logits = branch.mask_head.layers(_fast_layout(pooled))
     if logits.shape[1] > 1:  # class-specific masks
         classes = detections.pred_classes
@@ -136,8 +136,12 @@ class ExportableRetinaMask(nn.Module):
             # Under its own name the M x M masks follow detector_postprocess's box filtering
             # without being pasted by it.
             masked.mask_probs = mask_probabilities(model.mask_branch, mask_features, masked)
+            # Output size = input size: detector_postprocess clips the boxes and drops the
+            # empty ones; masks are pasted into their mask boxes (the boxes themselves unless
+            # MASK_BOX_SCALE is above 1), unclipped as the eager model pastes them.
+            masked.mask_boxes = Boxes(model.mask_branch.mask_boxes(masked.pred_boxes).tensor.clone())
             masked = detector_postprocess(masked, height, width)
-            masks = paste_masks(masked.mask_probs, masked.pred_boxes.tensor, height, width)
+            masks = paste_masks(masked.mask_probs, masked.mask_boxes.tensor, height, width)
             kept.append(masked)
         else:
             masks = torch.zeros((0, height, width), dtype=torch.bool, device=image.device)

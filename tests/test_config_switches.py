@@ -7,6 +7,7 @@ ignored; a key added to ``add_retinamask_config`` without one fails
 
 import importlib
 
+import pytest
 import torch
 from detectron2.config import get_cfg
 from detectron2.modeling import build_model
@@ -42,6 +43,7 @@ SWITCH_TESTS = {
     "POSITIVE_IOU": (HERE, "test_positive_iou_decides_which_detections_learn_masks"),
     "MASK_LOSS_WEIGHT": (HERE, "test_mask_loss_weight_scales_only_the_mask_loss"),
     "MASK_DICE_WEIGHT": (HERE, "test_mask_dice_weight_adds_a_dice_term_and_changes_nothing_else"),
+    "MASK_BOX_SCALE": (HERE, "test_mask_box_scale_learns_over_the_scaled_boxes"),
     "TEST_TOPK_MASKS": TOPK,
     "DROP_UNMASKED": TOPK,
     "TEST_MASK_SCORE_THRESH": (
@@ -226,6 +228,42 @@ def test_mask_dice_weight_adds_a_dice_term_and_changes_nothing_else():
     assert 0.0 < on["loss_mask_dice"] <= 0.5  # 0.5 x (1 - Dice), Dice in [0, 1]
     on["loss_mask_dice"].backward()
     assert model.mask_branch.mask_head.predictor.weight.grad.abs().sum() > 0
+
+
+def test_mask_box_scale_learns_over_the_scaled_boxes():
+    batch = [_annotated([[16.0, 16.0, 48.0, 48.0]])]
+    pooled = []
+    model = _detecting_model(MASK_BOX_SCALE=1.5)
+    model.mask_branch.pooler.register_forward_pre_hook(lambda _, args: pooled.append(args[1]))
+    _, (scaled,), _ = _training_rois(model, batch)
+    _, (plain,), _ = _training_rois(_detecting_model(), batch)
+    # Same RoIs, each box 1.5 x as wide and high about its centre; features are pooled over the
+    # boxes the targets are cropped from (the RoIs the head's loss gets).
+    centre = plain.proposal_boxes.get_centers().repeat(1, 2)
+    expected = centre + (plain.proposal_boxes.tensor - centre) * 1.5
+    torch.testing.assert_close(scaled.proposal_boxes.tensor, expected)
+    torch.testing.assert_close(pooled[0][0].tensor, expected)
+    with pytest.raises(ValueError, match="MASK_BOX_SCALE"):
+        _detecting_model(MASK_BOX_SCALE=0.8)
+
+
+@pytest.mark.parametrize("scale", [1.0, 1.5])
+def test_masks_are_pasted_into_the_scaled_boxes(scale):
+    # A head whose every mask probability is ~1: each pasted mask is its mask box, clipped to
+    # the image; the returned boxes stay the detector's.
+    model = _detecting_model(MASK_BOX_SCALE=scale).eval()
+    with torch.no_grad():
+        model.mask_branch.mask_head.predictor.weight.zero_()
+        model.mask_branch.mask_head.predictor.bias.fill_(20.0)
+        out = model([{"image": _annotated([[0.0, 0.0, 1.0, 1.0]])["image"]}])[0]["instances"]
+    assert len(out) > 0
+    ys, xs = torch.meshgrid(torch.arange(H) + 0.5, torch.arange(W) + 0.5, indexing="ij")
+    for box, mask in zip(out.pred_boxes.tensor[:10], out.pred_masks[:10], strict=True):
+        centre = (box[:2] + box[2:]) / 2
+        x0, y0, x1, y1 = (centre.repeat(2) + (box - centre.repeat(2)) * scale).tolist()
+        inside = (xs > x0 + 1) & (xs < x1 - 1) & (ys > y0 + 1) & (ys < y1 - 1)
+        near = (xs > x0 - 1) & (xs < x1 + 1) & (ys > y0 - 1) & (ys < y1 + 1)
+        assert bool(mask[inside].all()) and not bool(mask[~near].any())
 
 
 def test_level_assignment_keys():

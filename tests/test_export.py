@@ -190,6 +190,14 @@ def test_exported_model_follows_mask_options(topk, drop_unmasked, tmp_path):
     assert_same_results(outputs, eager_instances(model, image))
 
 
+def test_exported_model_pastes_into_the_scaled_mask_boxes(tmp_path):
+    model = detecting_model()
+    model.mask_branch.box_scale = 1.5
+    path = export("torchscript", model, random_image(SAMPLE_SHAPE, 0), tmp_path)
+    image = random_image((80, 200), 1)
+    assert_same_results(run_exported("torchscript", path, image), eager_instances(model, image))
+
+
 def test_exported_model_follows_class_agnostic_nms(tmp_path):
     model = detecting_model()
     image = random_image((80, 200), 1)

@@ -6,7 +6,7 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling.matcher import Matcher
 from detectron2.modeling.poolers import ROIPooler
 from detectron2.modeling.roi_heads.mask_head import build_mask_head, mask_rcnn_loss
-from detectron2.structures import Instances
+from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import get_event_storage
 from torch import Tensor, nn
 
@@ -33,6 +33,7 @@ class RetinaMaskBranch(nn.Module):
         roi_matcher: Matcher,
         loss_weight: float = 1.0,
         dice_weight: float = 0.0,
+        box_scale: float = 1.0,
     ):
         """
         Args:
@@ -43,6 +44,8 @@ class RetinaMaskBranch(nn.Module):
             roi_matcher: labels a training RoI positive (1) when it covers a GT box.
             loss_weight: multiplies ``loss_mask``.
             dice_weight: multiplies ``loss_mask_dice``; 0 leaves the Dice term out.
+            box_scale: masks are pooled, learned and predicted over each box scaled by it about
+                its centre (``mask_boxes``); 1 is the box itself.
         """
         super().__init__()
         self.in_features = list(in_features)
@@ -51,6 +54,9 @@ class RetinaMaskBranch(nn.Module):
         self.roi_matcher = roi_matcher
         self.loss_weight = loss_weight
         self.dice_weight = dice_weight
+        if box_scale < 1.0:
+            raise ValueError(f"MODEL.RETINAMASK.MASK_BOX_SCALE must be >= 1, got {box_scale}")
+        self.box_scale = box_scale
 
     @classmethod
     def from_config(cls, cfg: CfgNode, input_shape: dict[str, ShapeSpec]):
@@ -92,6 +98,7 @@ class RetinaMaskBranch(nn.Module):
             "roi_matcher": Matcher([node.POSITIVE_IOU], [0, 1], allow_low_quality_matches=False),
             "loss_weight": node.MASK_LOSS_WEIGHT,
             "dice_weight": node.MASK_DICE_WEIGHT,
+            "box_scale": node.MASK_BOX_SCALE,
         }
 
     def losses(
@@ -107,6 +114,8 @@ class RetinaMaskBranch(nn.Module):
         the batch the loss is a zero that still depends on the head (as in detectron2).
         """
         rois = select_mask_training_rois(detections, gt_instances, self.roi_matcher)
+        if self.box_scale != 1.0:  # the targets are cropped from the scaled boxes too
+            rois = [_with_proposal_boxes(r, self.mask_boxes(r.proposal_boxes)) for r in rois]
         get_event_storage().put_scalar(
             "retinamask/num_mask_rois", sum(len(r) for r in rois) / max(len(rois), 1)
         )
@@ -124,12 +133,33 @@ class RetinaMaskBranch(nn.Module):
         }
 
     def predict(self, features: list[Tensor], detections: list[Instances]) -> list[Instances]:
-        """``detections`` with ``pred_masks`` (N, 1, M, M): mask probabilities in their boxes.
+        """``detections`` with ``pred_masks`` (N, 1, M, M): mask probabilities in their boxes,
+        or, with ``box_scale`` above 1, in their ``mask_boxes`` (a field then added).
 
         Every given detection gets a mask; which ones to give is the meta-architecture's choice.
         """
-        pooled = self.pooler(features, [d.pred_boxes for d in detections])
-        return self.mask_head(_fast_layout(pooled), detections)
+        boxes = [self.mask_boxes(d.pred_boxes) for d in detections]
+        pooled = self.pooler(features, boxes)
+        detections = self.mask_head(_fast_layout(pooled), detections)
+        if self.box_scale != 1.0:
+            for d, b in zip(detections, boxes, strict=True):
+                d.mask_boxes = b
+        return detections
+
+    def mask_boxes(self, boxes: Boxes) -> Boxes:
+        """The boxes masks are predicted over: ``boxes`` scaled by ``box_scale`` about their
+        centres (``boxes`` themselves when it is 1)."""
+        if self.box_scale == 1.0:
+            return boxes
+        centre = boxes.get_centers().repeat(1, 2)
+        return Boxes(centre + (boxes.tensor - centre) * self.box_scale)
+
+
+def _with_proposal_boxes(rois: Instances, boxes: Boxes) -> Instances:
+    """A copy of ``rois`` whose ``proposal_boxes`` are ``boxes``."""
+    copy = Instances(rois.image_size, **rois.get_fields())
+    copy.proposal_boxes = boxes
+    return copy
 
 
 def _with_one_class_count(cfg: CfgNode) -> CfgNode:

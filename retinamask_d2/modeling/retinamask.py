@@ -3,7 +3,7 @@ post-processing."""
 
 import torch
 from detectron2.config import CfgNode, configurable
-from detectron2.layers import batched_nms, cat
+from detectron2.layers import batched_nms, cat, paste_masks_in_image
 from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.modeling.matcher import Matcher
 from detectron2.modeling.meta_arch.retinanet import RetinaNet
@@ -230,7 +230,7 @@ class RetinaMask(RetinaNet):
             # detectron2's paste, one mask at a time on the CPU: pasting all masks in one pass is
             # no faster on the synthetic images and slower at COCO scale, where the pixel count,
             # not the per-mask overhead, dominates (benchmarks/paste_cost.py).
-            output = self._suppress_by_mask(detector_postprocess(masked_i, height, width))
+            output = self._suppress_by_mask(_paste_masks(masked_i, height, width))
             rest = detections_i[len(masked_i) :]
             if not self.drop_unmasked and len(rest) > 0:
                 rest = self._suppress_unmasked(detector_postprocess(rest, height, width), output)
@@ -384,6 +384,28 @@ def _check_finite_deltas(pred_deltas: list[Tensor], losses: dict[str, Tensor]) -
         f"Loss became infinite or NaN at iteration={get_event_storage().iter}! The box head "
         f"predicted non-finite box deltas.\nloss_dict = {shown}"
     )
+
+
+def _paste_masks(masked: Instances, height: int, width: int) -> Instances:
+    """``detector_postprocess`` of ``masked``: boxes at the output size, masks pasted there.
+
+    With ``mask_boxes`` (``MASK_BOX_SCALE`` above 1) each mask is pasted into that box instead
+    of ``pred_boxes``, with detectron2's ``paste_masks_in_image`` as ``detector_postprocess``
+    pastes; detections whose box is empty after clipping go as there.
+    """
+    if not masked.has("mask_boxes"):
+        return detector_postprocess(masked, height, width)
+    fields = {k: v for k, v in masked.get_fields().items() if k != "pred_masks"}
+    scale_x, scale_y = width / masked.image_size[1], height / masked.image_size[0]
+    output = detector_postprocess(
+        Instances(masked.image_size, **fields, mask_probs=masked.pred_masks), height, width
+    )
+    boxes = output.mask_boxes.tensor
+    boxes = boxes * boxes.new_tensor([scale_x, scale_y, scale_x, scale_y])
+    output.pred_masks = paste_masks_in_image(output.mask_probs[:, 0], boxes, (height, width))
+    output.remove("mask_probs")
+    output.remove("mask_boxes")
+    return output
 
 
 def _with_clipped_boxes(detections: Instances) -> Instances:
