@@ -139,7 +139,8 @@ class ExportableRetinaMask(nn.Module):
             # Output size = input size: detector_postprocess clips the boxes and drops the
             # empty ones; masks are pasted into their mask boxes (the boxes themselves unless
             # MASK_BOX_SCALE is above 1), unclipped as the eager model pastes them.
-            masked.mask_boxes = Boxes(model.mask_branch.mask_boxes(masked.pred_boxes).tensor.clone())
+            mask_boxes = model.mask_branch.mask_boxes(masked.pred_boxes)
+            masked.mask_boxes = Boxes(mask_boxes.tensor.clone())
             masked = detector_postprocess(masked, height, width)
             masks = paste_masks(masked.mask_probs, masked.mask_boxes.tensor, height, width)
             kept.append(masked)
