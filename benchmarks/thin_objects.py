@@ -40,6 +40,7 @@ TRAIN_NAME, VAL_NAME = "thin_shapes_train", "thin_shapes_val"
 HEAD_56 = {"MODEL.ROI_MASK_HEAD.NAME": "MaskRCNNConvUpsample2xHead"}
 RATIOS = {"MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS": [[0.2, 0.5, 1.0, 2.0, 5.0]]}
 DICE = {"MODEL.RETINAMASK.MASK_DICE_WEIGHT": 1.0}
+BOX_15 = {"MODEL.RETINAMASK.MASK_BOX_SCALE": 1.5}
 # The paper's recipe, one element at a time back to detectron2's RetinaNet value.
 RECIPE_OFF: dict[str, dict] = {
     "no_sasl1": {
@@ -73,6 +74,7 @@ TRAIN_VARIANTS: dict[str, tuple[str, dict]] = {
     "retinamask_dice": ("retinamask", DICE),
     "retinamask_p2_dice": ("retinamask_p2", DICE),
     "retinamask_56_p2_dice": ("retinamask_p2", {**HEAD_56, **DICE}),
+    "retinamask_p2_dice_box15": ("retinamask_p2", {**DICE, **BOX_15}),
     "retinamask_d2_recipe": ("retinamask", D2_RECIPE),
     **{f"retinamask_{name}": ("retinamask", keys) for name, keys in RECIPE_OFF.items()},
 }
@@ -248,6 +250,39 @@ def run_one(
     return rows
 
 
+TIMING_ITERS = 30
+
+
+def time_one(variant: str, spec: SharedSpec, args) -> dict:
+    """s/iter of ``TIMING_ITERS`` fresh training steps and ms/image of the trained seed's
+    weights on the validation set, measured alone (``--timing``, on a quiet machine): the
+    accuracy runs go side by side and their own timings carry the other run's load."""
+    from detectron2.checkpoint import DetectionCheckpointer
+    from detectron2.data import build_detection_test_loader
+
+    trained = args.work_dir / f"seed{spec.seed}" / variant / "model_final.pth"
+    short = replace(spec, max_iter=TIMING_ITERS, warmup_iters=1)
+    cfg = build_cfg(
+        variant, short, args.num_classes, args.work_dir / "timing" / variant, args.device
+    )
+    _, timing = train(cfg)
+    model = build_benchmark_model(cfg)
+    DetectionCheckpointer(model).load(str(trained))
+    model.eval()
+    seconds = []
+    with torch.no_grad():
+        for batch in build_detection_test_loader(cfg, VAL_NAME):
+            start = time.perf_counter()
+            model(batch)
+            seconds.append(time.perf_counter() - start)
+    return {
+        "train_s_per_iter": timing["train_s_per_iter"],
+        "ms_per_image": 1000.0 * median(seconds),
+        "seed_of_weights": spec.seed,
+        "load_average_before": load_average(),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu")
@@ -262,6 +297,12 @@ def main() -> None:
     parser.add_argument("--work-dir", type=Path, default=Path("output/benchmarks/thin_objects"))
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "thin_objects.json")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument(
+        "--timing",
+        action="store_true",
+        help="time the trained variants of the first seed alone (a quiet machine): s/iter of a "
+        "few fresh steps, ms/image of the trained weights; the report then uses these",
+    )
     parser.add_argument(
         "--reevaluate",
         action="store_true",
@@ -292,6 +333,7 @@ def main() -> None:
     gt = json.loads((args.data_dir / "val.json").read_text())
     num_classes = len(gt["categories"])
 
+    args.num_classes = num_classes
     result = {"rows": []}
     if args.out.is_file() and not args.quick:
         result = json.loads(args.out.read_text())
@@ -313,6 +355,14 @@ def main() -> None:
             "environment": environment(),
         }
     )
+    if args.timing:
+        trained = [v for v in args.variants if (v, args.seeds[0]) in done]
+        timing = result.setdefault("timing", {})
+        for variant in trained:
+            timing[variant] = time_one(variant, replace(spec, seed=args.seeds[0]), args)
+            print(f"thin_objects: timed {variant}: {timing[variant]}", flush=True)
+            write_json(args.out, result)
+        return
     primary = [v for v in args.variants if v in PRIMARY]
     secondary = [v for v in args.variants if v not in PRIMARY]
     plan = [(v, s) for s in args.seeds for v in primary]

@@ -23,6 +23,7 @@ NAMES = {
     "retinamask_dice": "RetinaMask, Dice mask loss",
     "retinamask_p2_dice": "RetinaMask, masks from P2–P5, Dice mask loss",
     "retinamask_56_p2_dice": "RetinaMask, 56×56 masks from P2–P5, Dice mask loss",
+    "retinamask_p2_dice_box15": "RetinaMask, P2–P5, Dice, masks over 1.5× boxes",
     "retinamask_d2_recipe": "RetinaMask, detectron2's RetinaNet recipe",
     "retinamask_no_sasl1": "RetinaMask, fixed smooth L1 (β 0.1)",
     "retinamask_coder_1": "RetinaMask, coder weights (1, 1, 1, 1)",
@@ -39,6 +40,7 @@ TESTS = {
     "mask_nms_agnostic": " + mask NMS, class-agnostic",
     "nms_05": " + test NMS 0.5",
 }
+TIMING_NOTE = "30 fresh training steps, and the first seed's weights on the validation set"
 BASELINE = ("retinamask", "")
 MASK_RCNN = ("mask_rcnn", "")
 
@@ -113,19 +115,28 @@ def markdown(result: dict) -> str:
         f"batch {spec['ims_per_batch']}, {spec['max_iter']} iterations, seeds "
         f"{', '.join(map(str, seeds))}; {result['device']}. "
         "Cells: mean over the seeds (lowest–highest); Δ: per seed [each seed]. "
-        "Thin AP: pycocotools AP with the other objects ignored (`benchmarks/thin_metrics.py`)."
-        + notes,
+        "Thin AP: pycocotools AP with the other objects ignored (`benchmarks/thin_metrics.py`). "
+        "ms/image and s/iter: as measured during the accuracy runs, two of which ran side by "
+        'side; "alone": timed one at a time afterwards (`thin_objects.py --timing`: '
+        f"{TIMING_NOTE})." + notes,
         "",
-        "| Model | seeds | box AP | mask AP | thin box AP | thin mask AP | ms/image | s/iter |",
-        "|---|---|---|---|---|---|---|---|",
+        "| Model | seeds | box AP | mask AP | thin box AP | thin mask AP | ms/image | s/iter "
+        "| alone: ms/image | s/iter |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     order = [k for k in groups if k[1] == ""] + [k for k in groups if k[1] != ""]
+    timing = result.get("timing", {})
     for key in order:
         rows = groups[key]
+        alone = timing.get(key[0]) if key[1] == "" else None
+        alone_cells = (
+            f"{alone['ms_per_image']:.0f} | {alone['train_s_per_iter']:.2f}" if alone else "– | –"
+        )
         lines.append(
             f"| {_name(key)} | {len(rows)} | {cell(rows, 'box.AP')} | {cell(rows, 'mask.AP')} | "
             f"{cell(rows, 'box.thin_AP')} | {cell(rows, 'mask.thin_AP')} | "
-            f"{cell(rows, 'ms_per_image', 0)} | {cell(rows, 'train_s_per_iter', 2)} |"
+            f"{cell(rows, 'ms_per_image', 0)} | {cell(rows, 'train_s_per_iter', 2)} | "
+            f"{alone_cells} |"
         )
     if BASELINE in groups:
         base = groups[BASELINE]
@@ -144,7 +155,7 @@ def markdown(result: dict) -> str:
                 f"| {_name(key)} | {difference(rows, base, 'mask.AP')} | "
                 f"{difference(rows, base, 'mask.thin_AP')} | {difference(rows, base, 'box.AP')} |"
             )
-    lines += _per_class(groups, order) + _breakdown(groups, order) + _targets(groups)
+    lines += _per_class(groups, order) + _breakdown(groups, order) + _targets(groups, result)
     return "\n".join(lines) + "\n"
 
 
@@ -217,7 +228,7 @@ def _mean(rows: list[dict], path: str) -> float | None:
     return fmean(vals) if vals else None
 
 
-def _targets(groups: dict) -> list[str]:
+def _targets(groups: dict, result: dict) -> list[str]:
     """The thin-objects targets for the best RetinaMask row by thin mask AP, each a verdict."""
     if BASELINE not in groups or MASK_RCNN not in groups:
         return []
@@ -243,6 +254,9 @@ def _targets(groups: dict) -> list[str]:
     mask, mask_mrcnn = _mean(rows, "mask.AP"), _mean(mrcnn, "mask.AP")
     box, box_mrcnn = _mean(rows, "box.AP"), _mean(mrcnn, "box.AP")
     ms, ms_mrcnn = _mean(rows, "ms_per_image"), _mean(mrcnn, "ms_per_image")
+    timing = result.get("timing", {})
+    if best[1] == "" and best[0] in timing and "mask_rcnn" in timing:
+        ms, ms_mrcnn = timing[best[0]]["ms_per_image"], timing["mask_rcnn"]["ms_per_image"]
 
     def fmt(x: float | None, digits: int = 1) -> str:
         return "–" if x is None else f"{x:.{digits}f}"

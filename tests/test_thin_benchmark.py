@@ -230,3 +230,11 @@ def test_report_targets_and_per_seed_differences():
     assert "| thin mask AP ≥ Mask R-CNN's | 0.0 vs 0.0 | **not shown** (all 0) |" in (
         thin_report.markdown(result)
     )
+    # Timings taken alone replace the side-by-side ones in the ms/image target.
+    result["timing"] = {
+        name: {"ms_per_image": ms, "train_s_per_iter": 0.5}
+        for name, ms in (("retinamask", 30.0), ("retinamask_thin", 30.0), ("mask_rcnn", 25.0))
+    }
+    text = thin_report.markdown(result)
+    assert "| 30 | 0.50 |" in text.split("\n\n")[1]
+    assert "ms/image ≤ Mask R-CNN's | 30 vs 25 | **missed** |" in text
