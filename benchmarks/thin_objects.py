@@ -75,6 +75,7 @@ TRAIN_VARIANTS: dict[str, tuple[str, dict]] = {
     "retinamask_p2_dice": ("retinamask_p2", DICE),
     "retinamask_56_p2_dice": ("retinamask_p2", {**HEAD_56, **DICE}),
     "retinamask_p2_dice_box15": ("retinamask_p2", {**DICE, **BOX_15}),
+    "retinamask_p2_dice_ratios": ("retinamask_p2", {**DICE, **RATIOS}),
     "retinamask_d2_recipe": ("retinamask", D2_RECIPE),
     **{f"retinamask_{name}": ("retinamask", keys) for name, keys in RECIPE_OFF.items()},
 }

@@ -23,6 +23,7 @@ NAMES = {
     "retinamask_dice": "RetinaMask, Dice mask loss",
     "retinamask_p2_dice": "RetinaMask, masks from P2–P5, Dice mask loss",
     "retinamask_56_p2_dice": "RetinaMask, 56×56 masks from P2–P5, Dice mask loss",
+    "retinamask_p2_dice_ratios": "RetinaMask, P2–P5, Dice, ratios 0.2–5",
     "retinamask_p2_dice_box15": "RetinaMask, P2–P5, Dice, masks over 1.5× boxes",
     "retinamask_d2_recipe": "RetinaMask, detectron2's RetinaNet recipe",
     "retinamask_no_sasl1": "RetinaMask, fixed smooth L1 (β 0.1)",
