@@ -1,8 +1,9 @@
 """COCO-scale models (R50-FPN, 80 classes, 800x1333 input) with random weights, for timing.
 
-RetinaNet and Mask R-CNN are detectron2's own model-zoo configs, RetinaMask is its shipped base
-config (``retinamask_R50_FPN_P2.yaml`` for masks from P2-P5); all keep their R50-FPN and test
-settings (score threshold 0.05, 100 detections) as published.
+RetinaNet and Mask R-CNN are detectron2's own model-zoo configs, RetinaMask its shipped configs:
+``retinamask_R50_FPN_P3P5.yaml`` ("retinamask", the paper's mask levels) and
+``retinamask_R50_FPN.yaml`` ("retinamask_p2", the default, masks from P2-P5); all keep their
+R50-FPN and test settings (score threshold 0.05, 100 detections) as published.
 """
 
 import math
@@ -17,8 +18,8 @@ from retinamask_d2.model_zoo import get_config_file
 
 MODELS = ("retinamask", "retinanet", "mask_rcnn", "retinamask_p2")
 SHIPPED_CONFIGS = {
-    "retinamask": "Base-RetinaMask.yaml",
-    "retinamask_p2": "retinamask_R50_FPN_P2.yaml",
+    "retinamask": "retinamask_R50_FPN_P3P5.yaml",
+    "retinamask_p2": "retinamask_R50_FPN.yaml",
 }
 ZOO_CONFIGS = {
     "retinanet": "COCO-Detection/retinanet_R_50_FPN_1x.yaml",

@@ -316,8 +316,8 @@ def _ablation_lines(by: dict[str, dict]) -> list[str]:
     p2 = by.get("retinamask_p2")
     if p2 is not None and _ap(base, "mask") is not None and _ap(p2, "mask") is not None:
         lines += [
-            f"Masks pooled from P2–P5 (`configs/retinamask_R50_FPN_P2.yaml`) instead of the "
-            f"paper's P3–P5: mask AP {_ap(p2, 'mask'):.1f} against {_ap(base, 'mask'):.1f} "
+            "Masks pooled from P2–P5 (now the default) instead of the paper's P3–P5: "
+            f"mask AP {_ap(p2, 'mask'):.1f} against {_ap(base, 'mask'):.1f} "
             f"({_difference(p2, base, 'mask')}), box AP {_ap(p2, 'box'):.1f} against "
             f"{_ap(base, 'box'):.1f} ({_difference(p2, base, 'box')}).",
             "",
@@ -566,9 +566,17 @@ def quickstart_markdown(summary: dict) -> str:
         f"{_minutes(summary['total_seconds'])} in total ({parts}); "
         f"**box AP {ap['bbox/AP']:.1f}** (AP50 {ap['bbox/AP50']:.1f}), "
         f"**mask AP {ap['segm/AP']:.1f}** (AP50 {ap['segm/AP50']:.1f}) on "
-        f"{summary['val_images']} validation images "
+        f"{summary['val_images']} validation images{_per_class_mask_ap(ap)} "
         "(`benchmarks/results/quickstart.json`)."
     )
+
+
+def _per_class_mask_ap(ap: dict) -> str:
+    """ "; mask AP per class: disk 80.1, ..." from COCOEvaluator's "segm/AP-<class>" keys."""
+    classes = [(k.split("AP-", 1)[1], v) for k, v in ap.items() if k.startswith("segm/AP-")]
+    if not classes:
+        return ""
+    return "; mask AP per class: " + ", ".join(f"{name} {value:.1f}" for name, value in classes)
 
 
 def export_markdown(speed: dict) -> str:

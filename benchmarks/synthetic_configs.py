@@ -38,7 +38,7 @@ FROM_SCRATCH_KEYS = (
     "MODEL.RETINANET.NORM",
     "INPUT.MASK_FORMAT",
 )
-# P2-P5 mask pooling, as configs/retinamask_R50_FPN_P2.yaml sets it on its R-50 base.
+# P2-P5 mask pooling, the default of configs/Base-RetinaMask.yaml.
 P2_KEYS = {
     "MODEL.RESNETS.OUT_FEATURES": ["res2", "res3", "res4", "res5"],
     "MODEL.FPN.IN_FEATURES": ["res2", "res3", "res4", "res5"],

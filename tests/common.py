@@ -16,12 +16,19 @@ INSTANT_CONFIG = CONFIGS_DIR / "quick_schedules" / "retinamask_R18_GN_scratch_in
 def get_tiny_cfg(num_classes: int = 3) -> CfgNode:
     """The project's tiny from-scratch recipe (``INSTANT_CONFIG``), shrunk further so that a
     test step takes a fraction of a second: 1 conv per tower, a 32-channel 1-conv mask head,
-    images of at most 128 px, 2 images per batch. Everything else (the paper's recipe, the mask
-    branch's logic) is the real configuration."""
+    images of at most 128 px, 2 images per batch, the paper's mask levels. Everything else (the
+    paper's recipe, the mask branch's logic) is the real configuration."""
     cfg = get_cfg()
     add_retinamask_config(cfg)
     cfg.merge_from_file(str(INSTANT_CONFIG))
     cfg.MODEL.RETINANET.NUM_CLASSES = num_classes
+    # The paper's mask branch (P3-P5, BCE only), which the hand-made feature maps and losses of
+    # the unit tests are written for; the default P2-P5 + Dice is tested through the shipped
+    # configs (tests/test_configs.py) and each switch's own test.
+    cfg.MODEL.RESNETS.OUT_FEATURES = ["res3", "res4", "res5"]
+    cfg.MODEL.FPN.IN_FEATURES = ["res3", "res4", "res5"]
+    cfg.MODEL.RETINAMASK.MASK_IN_FEATURES = ["p3", "p4", "p5"]
+    cfg.MODEL.RETINAMASK.MASK_DICE_WEIGHT = 0.0
     cfg.MODEL.RETINANET.NUM_CONVS = 1
     cfg.MODEL.ROI_MASK_HEAD.NUM_CONV = 1
     cfg.MODEL.ROI_MASK_HEAD.CONV_DIM = 32

@@ -181,3 +181,7 @@ def test_quickstart_line_comes_from_the_summary():
     assert "5 min 25 s in total (data 0 min 02 s, training and evaluation 5 min 18 s" in line
     assert "**box AP 54.7** (AP50 79.4), **mask AP 54.5** (AP50 72.1) on 60 validation" in line
     assert "2 CPU cores (default threads)" in line
+    assert "per class" not in line
+    summary["ap"].update({"segm/AP-disk": 80.12, "segm/AP-bar": 20.26})
+    line = report.quickstart_markdown(summary)
+    assert "validation images; mask AP per class: disk 80.1, bar 20.3 (" in line

@@ -32,7 +32,7 @@ METADATA = (
 SWITCH_TESTS = {
     "MASK_IN_FEATURES": (
         "test_configs",
-        "test_p2_config_pools_small_boxes_from_p2_and_keeps_the_box_branch",
+        "test_default_config_pools_small_boxes_from_p2_and_keeps_the_box_branch",
     ),
     "CANONICAL_BOX_SIZE": LEVELS,
     "CANONICAL_LEVEL": LEVELS,

@@ -28,7 +28,8 @@ def test_the_expected_configs_exist():
     assert {
         "Base-RetinaMask.yaml",
         "retinamask_R50_FPN.yaml",
-        "retinamask_R50_FPN_P2.yaml",
+        "retinamask_R50_FPN_P3P5.yaml",
+        "retinamask_R50_FPN_thin.yaml",
         "paper/retinamask_R50_FPN_2x_ms.yaml",
         "paper/retinamask_R101_FPN_2x_ms.yaml",
         "paper/retinamask_R101_FPN_GN_2x_ms.yaml",
@@ -69,7 +70,8 @@ def test_config_builds_a_model_that_infers_and_trains_a_step(path):
     with EventStorage() as storage:
         losses = model.train()([{"image": torch.rand(3, 64, 64) * 255, "instances": inst}])
         assert storage.latest()["retinamask/num_mask_rois"][0] > 1  # detections, not only GT
-    assert set(losses) == {"loss_cls", "loss_box_reg", "loss_mask"}
+    dice = {"loss_mask_dice"} if cfg.MODEL.RETINAMASK.MASK_DICE_WEIGHT else set()
+    assert set(losses) == {"loss_cls", "loss_box_reg", "loss_mask"} | dice
     assert all(torch.isfinite(v) and v > 0 for v in losses.values())
     sum(losses.values()).backward()
     assert model.mask_branch.mask_head.predictor.weight.grad.abs().sum() > 0
@@ -108,8 +110,8 @@ def test_paper_configs_switch_the_whole_recipe_on(path):
     assert cfg.MODEL.RETINAMASK.FPN_NORM_CONV_BIAS == gn
 
 
-def test_p2_config_pools_small_boxes_from_p2_and_keeps_the_box_branch():
-    cfg = _load(CONFIGS_DIR / "retinamask_R50_FPN_P2.yaml")
+def test_default_config_pools_small_boxes_from_p2_and_keeps_the_box_branch():
+    cfg = _load(CONFIGS_DIR / "retinamask_R50_FPN.yaml")
     cfg.MODEL.DEVICE = "cpu"
     model = build_model(cfg)
     assert model.head_in_features == ["p3", "p4", "p5", "p6", "p7"]
@@ -121,3 +123,12 @@ def test_p2_config_pools_small_boxes_from_p2_and_keeps_the_box_branch():
     boxes = Boxes(torch.tensor([[100.0, 100.0, 132.0, 132.0], [100.0, 100.0, 324.0, 324.0]]))
     pooled = model.mask_branch.pooler(features, [boxes])
     assert pooled[:, 0, 7, 7].tolist() == [2.0, 4.0]
+    assert cfg.MODEL.RETINAMASK.MASK_DICE_WEIGHT == 1.0
+
+
+def test_p3p5_config_and_the_paper_configs_pool_from_p3_without_dice():
+    for path in (CONFIGS_DIR / "retinamask_R50_FPN_P3P5.yaml", *PAPER_CONFIGS):
+        cfg = _load(path)
+        assert cfg.MODEL.RETINAMASK.MASK_IN_FEATURES == ["p3", "p4", "p5"], path.name
+        assert cfg.MODEL.RESNETS.OUT_FEATURES == ["res3", "res4", "res5"], path.name
+        assert cfg.MODEL.RETINAMASK.MASK_DICE_WEIGHT == (0.0 if path in PAPER_CONFIGS else 1.0)
