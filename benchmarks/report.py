@@ -646,7 +646,49 @@ def readme_blocks(results_dir: Path, section: str) -> dict[str, str]:
     thin = load_thin_objects(results_dir)
     if thin is not None:
         blocks["thin_objects"] = thin_report.markdown(thin)
+    variants = results_dir / "quickstart_variants.json"
+    if variants.is_file():
+        blocks["quickstart_variants"] = quickstart_variants_markdown(
+            json.loads(variants.read_text())
+        )
     return blocks
+
+
+def quickstart_variants_markdown(result: dict) -> str:
+    """Box and mask AP (per class too) of each quickstart variant: seed mean (lowest–highest)."""
+    runs: dict[str, list[dict]] = {}
+    for run in result["runs"]:
+        runs.setdefault(run["variant"], []).append(run)
+    classes = sorted(
+        {k.split("AP-", 1)[1] for r in result["runs"] for k in r["ap"] if k.startswith("segm/AP-")}
+    )
+
+    def cell(rows: list[dict], key: str) -> str:
+        values = [r["ap"][key] for r in rows if key in r["ap"]]
+        if not values:
+            return "–"
+        mean = sum(values) / len(values)
+        spread = f" ({min(values):.1f}–{max(values):.1f})" if len(values) > 1 else ""
+        return f"{mean:.1f}{spread}"
+
+    lines = [
+        "| quickstart variant | seeds | box AP | mask AP | "
+        + " | ".join(f"mask AP {c}" for c in classes)
+        + " |",
+        "|---|---|---|---|" + "---|" * len(classes),
+    ]
+    for name, info in result["variants"].items():
+        rows = sorted(runs.get(name, []), key=lambda r: r["seed"])
+        if not rows:
+            continue
+        seeds = ", ".join(str(r["seed"]) for r in rows)
+        lines.append(
+            f"| {info['description']} | {seeds} | {cell(rows, 'bbox/AP')} | "
+            f"{cell(rows, 'segm/AP')} | "
+            + " | ".join(cell(rows, f"segm/AP-{c}") for c in classes)
+            + " |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def publish(results_dir: Path) -> str:

@@ -185,3 +185,17 @@ def test_quickstart_line_comes_from_the_summary():
     summary["ap"].update({"segm/AP-disk": 80.12, "segm/AP-bar": 20.26})
     line = report.quickstart_markdown(summary)
     assert "validation images; mask AP per class: disk 80.1, bar 20.3 (" in line
+
+
+def test_quickstart_variants_table_comes_from_the_runs():
+    def run(variant: str, seed: int, box: float, bar: float) -> dict:
+        return {"variant": variant, "seed": seed, "ap": {"bbox/AP": box, "segm/AP-bar": bar}}
+
+    result = {
+        "variants": {"a": {"description": "first"}, "b": {"description": "second"}},
+        "runs": [run("a", 1, 50.0, 10.0), run("a", 0, 54.0, 20.0), run("b", 0, 40.0, 5.0)],
+    }
+    text = report.quickstart_variants_markdown(result)
+    assert "| quickstart variant | seeds | box AP | mask AP | mask AP bar |" in text
+    assert "| first | 0, 1 | 52.0 (50.0–54.0) | – | 15.0 (10.0–20.0) |" in text
+    assert "| second | 0 | 40.0 | – | 5.0 |" in text
