@@ -97,7 +97,6 @@ def main() -> None:
         "threads": args.threads,
         "variants": {name: {"description": d, "overrides": o} for name, (d, o) in VARIANTS.items()},
         "environment": environment(),
-        "load_average_at_end": None,
         "runs": [],
     }
     for variant in args.variants:

@@ -254,7 +254,7 @@ def run_one(
 TIMING_ITERS = 30
 
 
-def time_one(variant: str, spec: SharedSpec, args) -> dict:
+def time_one(variant: str, spec: SharedSpec, args, num_classes: int) -> dict:
     """s/iter of ``TIMING_ITERS`` fresh training steps and ms/image of the trained seed's
     weights on the validation set, measured alone (``--timing``, on a quiet machine): the
     accuracy runs go side by side and their own timings carry the other run's load."""
@@ -263,11 +263,8 @@ def time_one(variant: str, spec: SharedSpec, args) -> dict:
 
     trained = args.work_dir / f"seed{spec.seed}" / variant / "model_final.pth"
     short = replace(spec, max_iter=TIMING_ITERS, warmup_iters=1)
-    cfg = build_cfg(
-        variant, short, args.num_classes, args.work_dir / "timing" / variant, args.device
-    )
-    _, timing = train(cfg)
-    model = build_benchmark_model(cfg)
+    cfg = build_cfg(variant, short, num_classes, args.work_dir / "timing" / variant, args.device)
+    model, timing = train(cfg)  # then the trained seed's weights in the same model
     DetectionCheckpointer(model).load(str(trained))
     model.eval()
     seconds = []
@@ -334,7 +331,6 @@ def main() -> None:
     gt = json.loads((args.data_dir / "val.json").read_text())
     num_classes = len(gt["categories"])
 
-    args.num_classes = num_classes
     result = {"rows": []}
     if args.out.is_file() and not args.quick:
         result = json.loads(args.out.read_text())
@@ -360,7 +356,8 @@ def main() -> None:
         trained = [v for v in args.variants if (v, args.seeds[0]) in done]
         timing = result.setdefault("timing", {})
         for variant in trained:
-            timing[variant] = time_one(variant, replace(spec, seed=args.seeds[0]), args)
+            first = replace(spec, seed=args.seeds[0])
+            timing[variant] = time_one(variant, first, args, num_classes)
             print(f"thin_objects: timed {variant}: {timing[variant]}", flush=True)
             write_json(args.out, result)
         return
