@@ -20,7 +20,7 @@ import sys
 import torch
 import yaml
 from detectron2.config import get_cfg
-from detectron2.data import DatasetCatalog
+from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.engine import default_argument_parser, default_setup, launch
 from detectron2.evaluation import verify_results
 from detectron2.utils import comm
@@ -86,6 +86,7 @@ def setup(args: argparse.Namespace):
             "DATASETS.TRAIN (or evaluate with --eval-only)"
         )
     setup_datasets(cfg, training=not args.eval_only)
+    _check_annotation_files(cfg, training=not args.eval_only)
     for name in cfg.DATASETS.TEST:  # checked now, not after training
         if is_checked_coco_json(name):
             DatasetCatalog.get(name)
@@ -100,6 +101,21 @@ def setup(args: argparse.Namespace):
     if no_gpu:
         logging.getLogger("detectron2").warning("no GPU found: running on the CPU")
     return cfg
+
+
+def _check_annotation_files(cfg, training: bool) -> None:
+    """A dataset whose registered annotation file is absent (COCO not downloaded, say) stops
+    here with one line, not with a traceback when its loader is built."""
+    splits = [("DATASETS.TRAIN", cfg.DATASETS.TRAIN)] if training else []
+    for key, names in [*splits, ("DATASETS.TEST", cfg.DATASETS.TEST)]:
+        for name in names:
+            json_file = MetadataCatalog.get(name).get("json_file", None)
+            if json_file and not os.path.isfile(json_file):
+                raise UsageError(
+                    f"{key} {name}: {json_file} not found; put the dataset there "
+                    "($DETECTRON2_DATASETS moves the root; README: Training on COCO) or pass "
+                    "--train-json/--test-json"
+                )
 
 
 def _check_eval_weights(cfg, resume: bool) -> None:

@@ -69,6 +69,15 @@ def test_config_errors(tmp_path, capsys):
     assert "error: no training set: pass --train-json FILE" in _one_error_line(capsys)
 
 
+def test_a_missing_coco_annotation_file_is_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # detectron2's COCO paths are relative: no datasets/ here
+    config = _config(tmp_path, **{"DATASETS.TRAIN": "('coco_2017_train',)"})
+    assert _main(["--config-file", config]) == 2
+    line = _one_error_line(capsys)
+    assert "DATASETS.TRAIN coco_2017_train: " in line
+    assert "annotations/instances_train2017.json not found" in line
+
+
 def test_unexpected_errors_are_not_turned_into_one_line(tmp_path):
     weights = tmp_path / "w.pth"
     weights.write_bytes(b"")
