@@ -27,12 +27,12 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from retinamask_d2 import add_retinamask_config
+from retinamask_d2.checkpoint.checked import CheckedCheckpointer, CheckpointError
 from retinamask_d2.data.coco_json import CocoJsonError, is_checked_coco_json
+from retinamask_d2.data.image_io import ImageReadError
 from retinamask_d2.data.user_datasets import setup_datasets
 from retinamask_d2.engine import Trainer
-from retinamask_d2.engine.checkpoint import CheckedCheckpointer, CheckpointError
-from retinamask_d2.engine.test_classes import check_test_classes
-from retinamask_d2.image_io import ImageReadError
+from retinamask_d2.evaluation.class_mapping import check_test_classes
 
 # Names under which --train-json / --test-json register their datasets.
 CLI_DATASET_NAMES = {"train": "coco_json_train", "test": "coco_json_test"}

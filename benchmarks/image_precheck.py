@@ -21,7 +21,7 @@ from PIL import Image
 
 from benchmarks.harness import RESULTS_DIR, device_description, environment
 from retinamask_d2.data.coco_json import _check_images
-from retinamask_d2.image_io import read_image
+from retinamask_d2.data.image_io import read_image
 
 WIDTH, HEIGHT = 640, 480
 

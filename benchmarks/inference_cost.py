@@ -66,7 +66,7 @@ def serve_model(
     ``K`` masks (``TEST_TOPK_MASKS``, "-" to keep the config's)."""
     from coco_configs import coco_scale_model_and_input, set_score_candidates
 
-    from retinamask_d2.precision import autocast_context
+    from retinamask_d2.predictor import autocast_context
 
     height, width = size
     model, inputs = coco_scale_model_and_input(model_name, device, height, width)

@@ -38,7 +38,7 @@ from harness import (
 )
 
 import retinamask_d2.data  # noqa: F401  (registers the synthetic splits)
-from retinamask_d2.image_io import read_image
+from retinamask_d2.data.image_io import read_image
 from retinamask_d2.predictor import RetinaMaskPredictor, load_config
 
 QUICKSTART = Path("output/quickstart")
@@ -49,7 +49,7 @@ def evaluate(cfg, precision: str) -> dict:
     from detectron2.data import build_detection_test_loader
     from detectron2.evaluation import COCOEvaluator, inference_on_dataset
 
-    from retinamask_d2.precision import autocast_context
+    from retinamask_d2.predictor import autocast_context
 
     predictor = RetinaMaskPredictor(cfg)
     autocast = autocast_context(cfg.MODEL.DEVICE, precision)

@@ -36,15 +36,16 @@ from detectron2.utils.visualizer import ColorMode
 from PIL import Image
 from tqdm import tqdm
 
-from retinamask_d2.image_io import (
+from retinamask_d2.data.image_io import (
     DEFAULT_MAX_MEGAPIXELS,
     IMAGE_SUFFIXES,
     ImageReadError,
     read_image,
 )
-from retinamask_d2.outputs import coco_results, draw_instances, make_cutouts
-from retinamask_d2.precision import PRECISIONS
-from retinamask_d2.predictor import RetinaMaskPredictor, load_config
+from retinamask_d2.evaluation.coco_results import coco_results
+from retinamask_d2.predictor import PRECISIONS, RetinaMaskPredictor, load_config
+from retinamask_d2.visualization.cutouts import make_cutouts
+from retinamask_d2.visualization.draw import draw_instances
 
 # Where `make quickstart` leaves its trained model; used when no --config-file is given.
 QUICKSTART_DIR = Path(__file__).resolve().parents[1] / "output" / "quickstart"

@@ -10,26 +10,26 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
+from contextlib import nullcontext
+from functools import partial
 
 import numpy as np
 import torch
 from detectron2.config import CfgNode, get_cfg
-from detectron2.data import MetadataCatalog
-from detectron2.data.catalog import Metadata
 from detectron2.engine import DefaultPredictor
 from detectron2.structures import Instances
 from PIL import Image, ImageOps
 
+from retinamask_d2.checkpoint.checked import check_loadable
 from retinamask_d2.config import add_retinamask_config
-from retinamask_d2.engine.checkpoint import check_loadable
-from retinamask_d2.image_io import (
+from retinamask_d2.data.classes import model_metadata
+from retinamask_d2.data.image_io import (
     DEFAULT_MAX_MEGAPIXELS,
     check_format,
     pil_to_rgb,
     read_image,
     to_uint8_3channel,
 )
-from retinamask_d2.precision import autocast_context
 
 logger = logging.getLogger(__name__)
 
@@ -151,23 +151,22 @@ def with_confidence_threshold(cfg: CfgNode, threshold: float) -> CfgNode:
     return cfg
 
 
-def model_metadata(cfg: CfgNode) -> Metadata:
-    """The model's class names and the map from dataset category ids to its classes, for
-    drawings and COCO results.
+# Inference precisions: autocast dtypes (training precision is engine/amp.py).
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
-    They come from the config the model was trained with (``MODEL.RETINAMASK.CLASS_NAMES`` and
-    ``DATASET_CATEGORY_IDS``, written by ``train_net.py``), so no dataset is read. A config
-    without them (trained elsewhere) falls back to the metadata already registered for
-    ``DATASETS.TEST[0]`` (detectron2's builtin datasets, the synthetic shapes), else to none.
+
+def autocast_context(device: str | torch.device, precision: str):
+    """A factory of the context to run the model in: nothing for "fp32", else autocast to
+    ``precision`` ("bf16" or "fp16") on ``device``'s type.
+
+    Autocast keeps detectron2's and torchvision's precision-sensitive steps (box decoding,
+    RoIAlign, NMS) in float32 and runs convolutions in the lower precision, so no model code
+    needs to change. fp16 is for GPUs; CPUs run bf16 far faster.
     """
-    names = list(cfg.MODEL.RETINAMASK.CLASS_NAMES)
-    ids = list(cfg.MODEL.RETINAMASK.DATASET_CATEGORY_IDS)
-    if names:
-        metadata = Metadata(name="model", thing_classes=names)
-        if len(ids) == len(names):
-            metadata.thing_dataset_id_to_contiguous_id = {d: i for i, d in enumerate(ids)}
-        return metadata
-    if cfg.DATASETS.TEST and cfg.DATASETS.TEST[0] in MetadataCatalog.list():
-        return MetadataCatalog.get(cfg.DATASETS.TEST[0])
-    logger.warning("no MODEL.RETINAMASK.CLASS_NAMES in the config: classes are shown as numbers")
-    return Metadata()
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
+    dtype = PRECISIONS[precision]
+    if dtype is None:
+        return nullcontext
+    device_type = torch.device(device).type
+    return partial(torch.autocast, device_type=device_type, dtype=dtype)

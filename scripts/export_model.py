@@ -23,8 +23,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout too
 
+from retinamask_d2.data.image_io import read_image  # noqa: E402
 from retinamask_d2.export import describe, export_onnx, export_torchscript  # noqa: E402
-from retinamask_d2.image_io import read_image  # noqa: E402
 from retinamask_d2.modeling import RetinaMask  # noqa: E402
 from retinamask_d2.predictor import RetinaMaskPredictor, load_config  # noqa: E402
 

@@ -28,9 +28,9 @@ def _address_space_mb() -> float:
 
 def run_case(case: dict) -> dict:
     from retinamask_d2.data.coco_json import CocoJsonError
+    from retinamask_d2.data.image_io import ImageReadError
     from retinamask_d2.data.user_datasets import setup_datasets
     from retinamask_d2.engine import Trainer
-    from retinamask_d2.image_io import ImageReadError
     from tests.common import get_tiny_cfg
 
     cfg = get_tiny_cfg(num_classes=2)

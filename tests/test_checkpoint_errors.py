@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from retinamask_d2.engine.checkpoint import CheckedCheckpointer, CheckpointError
+from retinamask_d2.checkpoint.checked import CheckedCheckpointer, CheckpointError
 
 
 class _Counter:

@@ -15,10 +15,10 @@ from detectron2.data import DatasetCatalog
 from PIL import Image
 
 from retinamask_d2.data.coco_json import CocoJsonError, check_coco_json
+from retinamask_d2.data.image_io import ImageReadError, read_image
 from retinamask_d2.data.mapper import ImageIOMapper
 from retinamask_d2.data.train_loader import SeededMapDataset, UnreadableImagesError
 from retinamask_d2.data.user_datasets import setup_datasets
-from retinamask_d2.image_io import ImageReadError, read_image
 from tests.test_data_coco_json import SQUARE, H, W, _ann, _cfg, _rle, _write
 
 

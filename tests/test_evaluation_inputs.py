@@ -10,11 +10,11 @@ from detectron2.structures import Boxes, Instances
 from PIL import Image
 
 from retinamask_d2.data.coco_json import CocoJsonError, register_coco_json
+from retinamask_d2.data.image_io import read_image
 from retinamask_d2.data.synthetic import generate
 from retinamask_d2.data.user_datasets import setup_datasets
 from retinamask_d2.engine import Trainer
-from retinamask_d2.engine.test_classes import ClassRemap, check_test_classes, class_index_map
-from retinamask_d2.image_io import read_image
+from retinamask_d2.evaluation.class_mapping import ClassRemap, check_test_classes, class_index_map
 from tests.common import build_tiny_model, get_tiny_cfg
 from tests.test_data_coco_json import _ann, _write
 

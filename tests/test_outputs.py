@@ -10,7 +10,10 @@ from detectron2.data.catalog import Metadata
 from detectron2.structures import Boxes, Instances
 from pycocotools.coco import COCO
 
-from retinamask_d2.outputs import class_name, coco_results, draw_instances, make_cutouts
+from retinamask_d2.data.classes import class_name
+from retinamask_d2.evaluation.coco_results import coco_results
+from retinamask_d2.visualization.cutouts import make_cutouts
+from retinamask_d2.visualization.draw import draw_instances
 
 H, W = 10, 12
 

@@ -7,7 +7,7 @@ from detectron2.data.catalog import Metadata
 from detectron2.structures import Boxes, Instances
 from pycocotools import mask as mask_util
 
-from retinamask_d2.outputs import make_cutouts
+from retinamask_d2.visualization.cutouts import make_cutouts
 
 WIDTH, LENGTH = 6, 80
 COLOUR = (200, 40, 90)

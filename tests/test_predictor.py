@@ -11,7 +11,7 @@ from detectron2.structures import Boxes, Instances
 from PIL import Image
 
 from retinamask_d2 import add_retinamask_config
-from retinamask_d2.image_io import ImageReadError
+from retinamask_d2.data.image_io import ImageReadError
 from retinamask_d2.predictor import RetinaMaskPredictor, load_config
 from tests.common import build_tiny_model, get_tiny_cfg
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from retinamask_d2.image_io import ImageReadError, read_image, to_uint8_3channel
+from retinamask_d2.data.image_io import ImageReadError, read_image, to_uint8_3channel
 
 
 def _rgb_image() -> np.ndarray:

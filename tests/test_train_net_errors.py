@@ -134,7 +134,7 @@ def test_as_a_script_exit_code_2_without_traceback(tmp_path):
 def test_errors_from_data_loader_workers_show_their_own_message(tmp_path):
     from torch.utils.data import DataLoader
 
-    from retinamask_d2.image_io import ImageReadError
+    from retinamask_d2.data.image_io import ImageReadError
 
     class Broken:
         def __len__(self):

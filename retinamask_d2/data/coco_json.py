@@ -33,7 +33,7 @@ from typing import Any
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_coco_json
 
-from retinamask_d2.image_io import ImageReadError, read_header
+from retinamask_d2.data.image_io import ImageReadError, read_header
 
 logger = logging.getLogger(__name__)
 

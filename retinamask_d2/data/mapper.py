@@ -2,7 +2,7 @@
 
 detectron2's ``read_image`` clips 16-bit images to white and names no file when one is
 truncated; training and evaluation would then see other pixels than the demo and the predictor.
-:class:`ImageIOMapper` reads with :func:`retinamask_d2.image_io.read_image` and hands the array
+:class:`ImageIOMapper` reads with :func:`retinamask_d2.data.image_io.read_image` and hands the array
 to detectron2's own ``DatasetMapper.__call__`` (augmentations, annotations, everything else),
 which has no hook for it: its module-level ``read_image`` is swapped for the length of the call.
 """
@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import numpy as np
 from detectron2.data import DatasetMapper, detection_utils
 
-from retinamask_d2.image_io import ImageReadError, read_image
+from retinamask_d2.data.image_io import ImageReadError, read_image
 
 # Formats the project's reader gives; others (e.g. "L", "YUV-BT.601") stay with detectron2's.
 PROJECT_FORMATS = ("BGR", "RGB")

@@ -23,7 +23,7 @@ from detectron2.data.build import trivial_batch_collator
 from detectron2.utils import comm
 from torch.utils.data import DataLoader, Dataset
 
-from retinamask_d2.image_io import ImageReadError
+from retinamask_d2.data.image_io import ImageReadError
 
 from .mapper import ImageIOMapper
 from .samplers import IterationBatchSampler

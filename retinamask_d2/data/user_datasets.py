@@ -18,19 +18,10 @@ import logging
 from detectron2.config import CfgNode
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
+from .classes import set_model_classes
 from .coco_json import CocoJsonError, is_checked_coco_json, register_coco_json
 
 logger = logging.getLogger(__name__)
-
-# Meta-architectures whose class count is MODEL.RETINANET.NUM_CLASSES; others read ROI_HEADS'.
-RETINANET_FAMILY = ("RetinaMask", "RetinaNet")
-
-
-def num_classes_key(cfg: CfgNode) -> str:
-    """The one config key that holds the model's number of classes."""
-    if cfg.MODEL.META_ARCHITECTURE in RETINANET_FAMILY:
-        return "MODEL.RETINANET.NUM_CLASSES"
-    return "MODEL.ROI_HEADS.NUM_CLASSES"
 
 
 def register_datasets_from_config(cfg: CfgNode) -> None:
@@ -76,19 +67,7 @@ def setup_datasets(cfg: CfgNode, training: bool = True) -> None:
 
 def _set_classes(cfg: CfgNode, dataset: str) -> None:
     meta = MetadataCatalog.get(dataset)
-    names = list(meta.thing_classes)
     id_map = meta.thing_dataset_id_to_contiguous_id
-    key = num_classes_key(cfg)
-    node_name, leaf = key.rsplit(".", 1)
-    node = cfg
-    for part in node_name.split("."):
-        node = node[part]
-    if node[leaf] != len(names):
-        logger.warning(
-            f"setting {key} from {node[leaf]} to {len(names)}, the number of categories "
-            f"of dataset {dataset!r}"
-        )
-        node[leaf] = len(names)
-    if "RETINAMASK" in cfg.MODEL:
-        cfg.MODEL.RETINAMASK.CLASS_NAMES = names
-        cfg.MODEL.RETINAMASK.DATASET_CATEGORY_IDS = sorted(id_map, key=id_map.get)
+    set_model_classes(
+        cfg, list(meta.thing_classes), sorted(id_map, key=id_map.get), f"dataset {dataset!r}"
+    )

@@ -21,10 +21,11 @@ What it changes in detectron2's ``DefaultTrainer``, and why:
   which needs no ``detectron2._C``.
 * images are read by the project's reader in training and evaluation alike
   (:class:`~retinamask_d2.data.mapper.ImageIOMapper`), as in the predictor and the demo.
-* checkpoints load through :class:`~retinamask_d2.engine.checkpoint.CheckedCheckpointer`
+* checkpoints load through :class:`~retinamask_d2.checkpoint.checked.CheckedCheckpointer`
   (errors name the file; ``--resume`` falls back to the newest intact checkpoint).
 * ``test`` maps the predicted classes to a test set's by name where
-  ``MODEL.RETINAMASK.TEST_CLASSES_BY_NAME`` allows it (:mod:`~retinamask_d2.engine.test_classes`).
+  ``MODEL.RETINAMASK.TEST_CLASSES_BY_NAME`` allows it
+  (:mod:`~retinamask_d2.evaluation.class_mapping`).
 """
 
 from __future__ import annotations
@@ -50,10 +51,10 @@ from retinamask_d2.data.train_loader import (
     run_seed,
 )
 
+from ..checkpoint.checked import CheckedCheckpointer
+from ..evaluation.class_mapping import ClassRemap, class_index_map
 from .amp import step_trainer_class
-from .checkpoint import CheckedCheckpointer
 from .hooks import ReproducibleSteps
-from .test_classes import ClassRemap, class_index_map
 
 
 class Trainer(DefaultTrainer):

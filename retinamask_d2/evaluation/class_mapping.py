@@ -14,13 +14,8 @@ from detectron2.config import CfgNode
 from detectron2.data import MetadataCatalog
 from torch import nn
 
+from retinamask_d2.data.classes import model_class_names, num_classes, num_classes_key
 from retinamask_d2.data.coco_json import CocoJsonError
-from retinamask_d2.data.user_datasets import num_classes_key
-
-
-def model_class_names(cfg: CfgNode) -> list[str]:
-    """The model's class names as training stored them, [] when it stored none."""
-    return list(cfg.MODEL.RETINAMASK.CLASS_NAMES) if "RETINAMASK" in cfg.MODEL else []
 
 
 def check_test_classes(cfg: CfgNode) -> None:
@@ -39,10 +34,7 @@ def class_index_map(cfg: CfgNode, dataset_name: str) -> torch.Tensor | None:
     model_classes = model_class_names(cfg)
     where = MetadataCatalog.get(dataset_name).get("json_file", dataset_name)
     if not model_classes:
-        key = num_classes_key(cfg)
-        count = cfg
-        for part in key.split("."):
-            count = count[part]
+        key, count = num_classes_key(cfg), num_classes(cfg)
         if count == len(dataset_classes):
             return None
         raise CocoJsonError(

@@ -1,0 +1,1 @@
+"""Evaluation helpers: the model's classes against a test set's, and predictions as COCO results."""
