@@ -1,15 +1,19 @@
-"""Helpers shared by the tests: a tiny RetinaMask config and model that run in seconds on a CPU."""
+"""Helpers shared by the tests: a tiny RetinaMask config and model that run in seconds on a CPU,
+a training batch, and the repository's scripts imported as modules."""
 
+import importlib.util
+import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 from detectron2.config import CfgNode, get_cfg
 from detectron2.modeling import build_model
+from detectron2.structures import BitMasks, Boxes, Instances
 
 from retinamask_d2 import add_retinamask_config
 
 CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
-BASE_CONFIG = CONFIGS_DIR / "Base-RetinaMask.yaml"
 INSTANT_CONFIG = CONFIGS_DIR / "quick_schedules" / "retinamask_R18_GN_scratch_instant_test.yaml"
 
 
@@ -70,3 +74,47 @@ def launch_retrying_exit_aborts(main_func, num_processes: int, attempts: int = 3
         except ProcessExitedException as e:
             if e.signal_name != "SIGABRT" or attempt == attempts - 1:
                 raise
+
+
+def training_batch() -> list[dict]:
+    """Two 96x128 noise images with two GT instances each (boxes, classes 0 and 2, masks)."""
+    g = torch.Generator().manual_seed(0)
+    batch = []
+    for _ in range(2):
+        instances = Instances((96, 128))
+        instances.gt_boxes = Boxes(torch.tensor([[10.0, 10.0, 60.0, 50.0], [40, 30, 120, 90]]))
+        instances.gt_classes = torch.tensor([0, 2])
+        masks = torch.zeros(2, 96, 128, dtype=torch.bool)
+        masks[0, 15:45, 12:58] = True
+        masks[1, 32:88, 45:115] = True
+        instances.gt_masks = BitMasks(masks)
+        image = torch.randint(0, 256, (3, 96, 128), generator=g).float()
+        batch.append({"image": image, "instances": instances})
+    return batch
+
+
+DEMO_PATH = Path(__file__).resolve().parents[1] / "demo" / "demo.py"
+
+
+def load_script(path: Path, name: str):
+    """A script of this repository (demo/, scripts/) imported as a module."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while being created
+    spec.loader.exec_module(module)
+    return module
+
+
+demo = load_script(DEMO_PATH, "retinamask_demo")
+
+
+def model_args(model_dir: Path) -> list[str]:
+    return ["--config-file", str(model_dir / "config.yaml"), "--confidence-threshold", "0"]
+
+
+def weights_args(model_dir: Path) -> list[str]:
+    return ["--opts", "MODEL.WEIGHTS", str(model_dir / "model_final.pth")]
+
+
+def noise_image(h: int, w: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)

@@ -7,28 +7,11 @@ import numpy as np
 import pytest
 import torch
 from detectron2.engine import AMPTrainer, SimpleTrainer
-from detectron2.structures import BitMasks, Boxes, Instances
 from detectron2.utils.events import EventStorage
 
 from retinamask_d2.engine.amp import CPUAutocastTrainer, step_trainer_class
 from retinamask_d2.predictor import RetinaMaskPredictor
-from tests.common import build_tiny_model, get_tiny_cfg
-
-
-def _batch() -> list[dict]:
-    g = torch.Generator().manual_seed(0)
-    batch = []
-    for _ in range(2):
-        instances = Instances((96, 128))
-        instances.gt_boxes = Boxes(torch.tensor([[10.0, 10.0, 60.0, 50.0], [40, 30, 120, 90]]))
-        instances.gt_classes = torch.tensor([0, 2])
-        masks = torch.zeros(2, 96, 128, dtype=torch.bool)
-        masks[0, 15:45, 12:58] = True
-        masks[1, 32:88, 45:115] = True
-        instances.gt_masks = BitMasks(masks)
-        image = torch.randint(0, 256, (3, 96, 128), generator=g).float()
-        batch.append({"image": image, "instances": instances})
-    return batch
+from tests.common import build_tiny_model, get_tiny_cfg, training_batch
 
 
 def test_amp_picks_the_cpu_autocast_trainer_for_a_cpu_model():
@@ -42,7 +25,7 @@ def test_cpu_autocast_step_runs_in_bf16_with_float32_finite_losses_and_changes_w
     torch.manual_seed(0)
     model = build_tiny_model(get_tiny_cfg())
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
-    trainer = CPUAutocastTrainer(model, itertools.repeat(_batch()), optimizer)
+    trainer = CPUAutocastTrainer(model, itertools.repeat(training_batch()), optimizer)
     seen: dict = {}
 
     def record(name):
@@ -96,7 +79,9 @@ def test_detectron2s_amp_trainer_needs_cuda_which_is_why_the_cpu_has_its_own():
         pytest.skip("checks the behaviour without CUDA")
     model = build_tiny_model()
     with pytest.warns(UserWarning, match="CUDA is not available"):
-        trainer = AMPTrainer(model, itertools.repeat(_batch()), torch.optim.SGD(model.parameters()))
+        trainer = AMPTrainer(
+            model, itertools.repeat(training_batch()), torch.optim.SGD(model.parameters())
+        )
     assert not trainer.grad_scaler.is_enabled()
     with pytest.raises(AssertionError, match="CUDA is required"):
         trainer.run_step()

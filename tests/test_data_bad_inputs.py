@@ -19,11 +19,11 @@ from retinamask_d2.data.image_io import ImageReadError, read_image
 from retinamask_d2.data.mapper import ImageIOMapper
 from retinamask_d2.data.train_loader import SeededMapDataset, UnreadableImagesError
 from retinamask_d2.data.user_datasets import setup_datasets
-from tests.test_data_coco_json import SQUARE, H, W, _ann, _cfg, _rle, _write
+from tests.coco_files import SQUARE, H, W, ann, coco_cfg, rle, write_coco_json
 
 
 def _refusal(tmp_path, annotations, **kwargs) -> str:
-    json_file, image_root = _write(tmp_path, annotations, **kwargs)
+    json_file, image_root = write_coco_json(tmp_path, annotations, **kwargs)
     with pytest.raises(CocoJsonError) as error:
         check_coco_json(json_file, image_root)
     message = str(error.value)
@@ -46,7 +46,7 @@ def _refusal(tmp_path, annotations, **kwargs) -> str:
 def test_polygon_coordinates_must_be_finite_even_and_near_the_image(
     tmp_path, segmentation, problem
 ):
-    message = _refusal(tmp_path, [_ann(1), _ann(9, segmentation=segmentation)])
+    message = _refusal(tmp_path, [ann(1), ann(9, segmentation=segmentation)])
     assert "annotation id 9 (image id 1, '1.png')" in message
     assert problem in message
 
@@ -64,7 +64,7 @@ def test_polygon_coordinates_must_be_finite_even_and_near_the_image(
     ],
 )
 def test_rle_counts_must_cover_the_image_exactly(tmp_path, rle, problem):
-    message = _refusal(tmp_path, [_ann(1), _ann(9, segmentation=rle)])
+    message = _refusal(tmp_path, [ann(1), ann(9, segmentation=rle)])
     assert "annotation id 9 (image id 1, '1.png')" in message
     assert problem in message
 
@@ -74,47 +74,47 @@ def test_well_formed_rle_strings_pass():
     mask[3:30, 5:7] = True
     from retinamask_d2.data.coco_json import _decode_rle_string
 
-    counts = _decode_rle_string("here", _rle(mask)["counts"])
+    counts = _decode_rle_string("here", rle(mask)["counts"])
     assert sum(counts) == H * W and counts[1] == 27  # first run of ones: 27 rows of column 5
 
 
 @pytest.mark.parametrize("bbox", [(2**63, 4, 10, 10), (4, 4, 10, -1e9), (-401, 4, 10, 10)])
 def test_boxes_far_beyond_the_image_are_refused(tmp_path, bbox):
-    message = _refusal(tmp_path, [_ann(1), _ann(9, bbox=bbox)])
+    message = _refusal(tmp_path, [ann(1), ann(9, bbox=bbox)])
     assert "annotation id 9 (image id 1, '1.png'): 'bbox'" in message
     assert "beyond 10x the image's 40x32" in message
 
 
 def test_ids_must_be_unique_and_entries_well_typed(tmp_path):
     images = [{"id": 1, "file_name": n, "width": W, "height": H} for n in ("a.png", "b.png")]
-    message = _refusal(tmp_path, [_ann(1)], images=images)
+    message = _refusal(tmp_path, [ann(1)], images=images)
     assert "image id 1: 'b.png' and 'a.png' share this id" in message
     images = [{"id": 1, "file_name": "1.png", "width": "40", "height": H}]
-    assert "'width' must be an integer" in _refusal(tmp_path, [_ann(1)], images=images)
+    assert "'width' must be an integer" in _refusal(tmp_path, [ann(1)], images=images)
     categories = [{"id": 1, "name": "cat"}, {"id": 1, "name": "dog"}]
-    assert "category id 1 appears twice" in _refusal(tmp_path, [_ann(1)], categories=categories)
-    assert "'id' must be an integer" in _refusal(tmp_path, [_ann("x")])
-    assert "'iscrowd' must be 0 or 1" in _refusal(tmp_path, [{**_ann(1), "iscrowd": 2}])
-    no_image = {k: v for k, v in _ann(1).items() if k != "image_id"}
+    assert "category id 1 appears twice" in _refusal(tmp_path, [ann(1)], categories=categories)
+    assert "'id' must be an integer" in _refusal(tmp_path, [ann("x")])
+    assert "'iscrowd' must be 0 or 1" in _refusal(tmp_path, [{**ann(1), "iscrowd": 2}])
+    no_image = {k: v for k, v in ann(1).items() if k != "image_id"}
     assert "'image_id' must be an integer, got None" in _refusal(tmp_path, [no_image])
     names = [{"id": 1, "name": "cat"}, {"id": 5, "name": float("nan")}]
     assert "category id 5: 'name' must be a non-empty string" in _refusal(
-        tmp_path, [_ann(1)], categories=names
+        tmp_path, [ann(1)], categories=names
     )
 
 
 @pytest.mark.parametrize(
     "annotations, why",
     [
-        ([{**_ann(1), "iscrowd": 1}, {**_ann(2), "iscrowd": 1}], "2 crowd (iscrowd 1"),
-        ([_ann(1, bbox=(4, 4, 0, 4)), _ann(2, image_id=7)], "1 skipped (zero-area box), 1 skip"),
+        ([{**ann(1), "iscrowd": 1}, {**ann(2), "iscrowd": 1}], "2 crowd (iscrowd 1"),
+        ([ann(1, bbox=(4, 4, 0, 4)), ann(2, image_id=7)], "1 skipped (zero-area box), 1 skip"),
         ([], "'annotations' is empty"),
     ],
 )
 def test_a_training_set_with_nothing_to_train_on_says_why(tmp_path, annotations, why):
-    cfg = _cfg()
+    cfg = coco_cfg()
     name = f"test_empty_{uuid.uuid4().hex[:8]}"
-    cfg.DATASETS.COCO_JSON = ((name, *_write(tmp_path, annotations)),)
+    cfg.DATASETS.COCO_JSON = ((name, *write_coco_json(tmp_path, annotations)),)
     cfg.DATASETS.TRAIN = (name,)
     with pytest.raises(CocoJsonError, match="train.json: ") as error:
         setup_datasets(cfg)
@@ -128,7 +128,7 @@ def _exif_rotated_jpeg(path: Path, width: int, height: int) -> None:
 
 
 def test_image_headers_are_checked_before_training_and_listed_together(tmp_path):
-    json_file, image_root = _write(tmp_path, [_ann(1)])
+    json_file, image_root = write_coco_json(tmp_path, [ann(1)])
     root = Path(image_root)
     images = json.loads(Path(json_file).read_text())["images"]
     for i, name in enumerate(["zero.png", "small.png", "rotated.jpg", "text.png"], start=3):
@@ -150,7 +150,7 @@ def test_image_headers_are_checked_before_training_and_listed_together(tmp_path)
 
 
 def test_exif_rotated_images_with_the_rotated_size_pass(tmp_path):
-    json_file, image_root = _write(tmp_path, [_ann(1)])
+    json_file, image_root = write_coco_json(tmp_path, [ann(1)])
     _exif_rotated_jpeg(Path(image_root) / "r.jpg", H, W)  # stored 32x40, shown 40x32
     data = json.loads(Path(json_file).read_text())
     data["images"].append({"id": 3, "file_name": "r.jpg", "width": W, "height": H})
@@ -160,10 +160,10 @@ def test_exif_rotated_images_with_the_rotated_size_pass(tmp_path):
 
 def _dataset(tmp_path, write_images) -> tuple[list[dict], object]:
     """A registered 2-image dataset whose files ``write_images(root)`` then replaces."""
-    cfg = _cfg()
+    cfg = coco_cfg()
     cfg.INPUT.RANDOM_FLIP = "none"
     name = f"test_mapper_{uuid.uuid4().hex[:8]}"
-    json_file, image_root = _write(tmp_path, [_ann(1), _ann(2, image_id=2)])
+    json_file, image_root = write_coco_json(tmp_path, [ann(1), ann(2, image_id=2)])
     cfg.DATASETS.COCO_JSON = ((name, json_file, image_root),)
     cfg.DATASETS.TRAIN = (name,)
     setup_datasets(cfg)

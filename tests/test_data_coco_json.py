@@ -1,45 +1,21 @@
 """Users' COCO-format datasets: checks that name the file and annotation, skips that are counted,
 automatic mask format and class count, registration from the config and the command line."""
 
-import json
 import logging
 import uuid
 from pathlib import Path
 
-import cv2
 import numpy as np
-import pycocotools.mask as mask_util
 import pytest
 import torch
-from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, DatasetMapper, MetadataCatalog
 
-from retinamask_d2 import add_retinamask_config
 from retinamask_d2.data.coco_json import CocoJsonError, check_coco_json, register_coco_json
 from retinamask_d2.data.user_datasets import setup_datasets
+from tests.coco_files import SQUARE, H, W, ann, coco_cfg, rle, write_coco_json
 from train_net import CLI_DATASET_NAMES, argument_parser, dataset_options
 
 CLI_TRAIN_NAME, CLI_TEST_NAME = CLI_DATASET_NAMES["train"], CLI_DATASET_NAMES["test"]
-
-H, W = 32, 40
-SQUARE = [4.0, 4.0, 14.0, 4.0, 14.0, 14.0, 4.0, 14.0]  # polygon of x, y in [4, 14]
-
-
-def _ann(ann_id, image_id=1, category_id=1, bbox=(4, 4, 10, 10), segmentation=None):
-    return {
-        "id": ann_id,
-        "image_id": image_id,
-        "category_id": category_id,
-        "bbox": list(bbox),
-        "area": 100.0,
-        "iscrowd": 0,
-        "segmentation": [SQUARE] if segmentation is None else segmentation,
-    }
-
-
-def _rle(mask: np.ndarray) -> dict:
-    rle = mask_util.encode(np.asfortranarray(mask.astype(np.uint8)))
-    return {"size": rle["size"], "counts": rle["counts"].decode()}
 
 
 def _uncompressed_rle(mask: np.ndarray) -> dict:
@@ -51,34 +27,14 @@ def _uncompressed_rle(mask: np.ndarray) -> dict:
     return {"size": list(mask.shape), "counts": ([0] + counts) if flat[0] else counts}
 
 
-def _write(
-    tmp_path: Path, annotations: list[dict], images=None, categories=None
-) -> tuple[str, str]:
-    """A json with two 32x40 images (both on disk) and categories 1 "cat", 5 "dog"."""
-    image_dir = tmp_path / "images"
-    image_dir.mkdir(exist_ok=True)
-    if images is None:
-        images = [{"id": i, "file_name": f"{i}.png", "width": W, "height": H} for i in (1, 2)]
-    for img in images:
-        cv2.imwrite(str(image_dir / img["file_name"]), np.full((H, W, 3), 60 * img["id"], np.uint8))
-    data = {
-        "images": images,
-        "annotations": annotations,
-        "categories": categories or [{"id": 1, "name": "cat"}, {"id": 5, "name": "dog"}],
-    }
-    json_file = tmp_path / "train.json"
-    json_file.write_text(json.dumps(data))
-    return str(json_file), str(image_dir)
-
-
 def _register(tmp_path, annotations, **kwargs) -> str:
     name = f"test_coco_json_{uuid.uuid4().hex[:8]}"
-    register_coco_json(name, *_write(tmp_path, annotations, **kwargs))
+    register_coco_json(name, *write_coco_json(tmp_path, annotations, **kwargs))
     return name
 
 
 def test_loads_like_detectron2_with_contiguous_ids_and_keeps_annotation_ids(tmp_path):
-    name = _register(tmp_path, [_ann(7), _ann(8, image_id=2, category_id=5)])
+    name = _register(tmp_path, [ann(7), ann(8, image_id=2, category_id=5)])
     dicts = DatasetCatalog.get(name)
     assert [d["image_id"] for d in dicts] == [1, 2]
     assert [(a["id"], a["category_id"]) for d in dicts for a in d["annotations"]] == [
@@ -96,16 +52,16 @@ def test_loads_like_detectron2_with_contiguous_ids_and_keeps_annotation_ids(tmp_
 @pytest.mark.parametrize(
     "bad, message",
     [
-        (_ann(42, category_id=3), "annotation id 42 (image id 1, '1.png'): category_id 3"),
-        (_ann(43, bbox=(1, 2, 3)), "annotation id 43 (image id 1, '1.png'): 'bbox' must be 4"),
-        (_ann(44, bbox=(1, 2, float("nan"), 3)), "annotation id 44"),
-        (_ann(45, segmentation={"size": [H + 1, W], "counts": "abc"}), "RLE size [33, 40]"),
-        (_ann(46, segmentation=SQUARE), "annotation id 46 (image id 1, '1.png'): polygon"),
-        (_ann(47, segmentation="x"), "neither polygons nor an RLE"),
+        (ann(42, category_id=3), "annotation id 42 (image id 1, '1.png'): category_id 3"),
+        (ann(43, bbox=(1, 2, 3)), "annotation id 43 (image id 1, '1.png'): 'bbox' must be 4"),
+        (ann(44, bbox=(1, 2, float("nan"), 3)), "annotation id 44"),
+        (ann(45, segmentation={"size": [H + 1, W], "counts": "abc"}), "RLE size [33, 40]"),
+        (ann(46, segmentation=SQUARE), "annotation id 46 (image id 1, '1.png'): polygon"),
+        (ann(47, segmentation="x"), "neither polygons nor an RLE"),
     ],
 )
 def test_errors_name_the_file_and_the_annotation(tmp_path, bad, message):
-    json_file, image_root = _write(tmp_path, [_ann(1), bad])
+    json_file, image_root = write_coco_json(tmp_path, [ann(1), bad])
     with pytest.raises(CocoJsonError) as error:
         check_coco_json(json_file, image_root)
     assert str(error.value).startswith(f"{json_file}: annotation id {bad['id']}")
@@ -113,16 +69,18 @@ def test_errors_name_the_file_and_the_annotation(tmp_path, bad, message):
 
 
 def test_errors_for_missing_images_duplicate_ids_and_bad_files(tmp_path):
-    json_file, image_root = _write(tmp_path, [_ann(1)])
+    json_file, image_root = write_coco_json(tmp_path, [ann(1)])
     (Path(image_root) / "2.png").unlink()
     with pytest.raises(
         CocoJsonError, match=r"1 of 2 image files are missing .* image id 2: .*2\.png"
     ):
         check_coco_json(json_file, image_root)
-    json_file, image_root = _write(tmp_path, [_ann(1), _ann(1, image_id=2)])
+    json_file, image_root = write_coco_json(tmp_path, [ann(1), ann(1, image_id=2)])
     with pytest.raises(CocoJsonError, match="annotation id 1: 2 annotations share this id"):
         check_coco_json(json_file, image_root)
-    json_file, _ = _write(tmp_path, [_ann(1)], images=[{"id": 1, "file_name": "1.png", "width": W}])
+    json_file, _ = write_coco_json(
+        tmp_path, [ann(1)], images=[{"id": 1, "file_name": "1.png", "width": W}]
+    )
     with pytest.raises(CocoJsonError, match="train.json: image 1 has no 'height'"):
         check_coco_json(json_file, image_root)
     Path(json_file).write_text("{not json")
@@ -134,15 +92,15 @@ def test_errors_for_missing_images_duplicate_ids_and_bad_files(tmp_path):
 
 def test_skips_what_is_safe_to_skip_and_logs_counts_with_ids(tmp_path, caplog):
     annotations = [
-        _ann(1),
-        _ann(2, segmentation=[[1.0, 1.0, 5.0, 5.0]]),  # 2 points only: skipped
-        _ann(3, segmentation=[[1.0, 1.0, 5.0, 5.0], SQUARE]),  # loses its 2-point part
-        _ann(4, bbox=(4, 4, 0, 10)),  # zero width
-        _ann(5, bbox=(4, 4, 10, -1)),  # negative height
-        _ann(6, bbox=(W + 2, 4, 10, 10)),  # entirely right of the image
-        _ann(7, bbox=(30, 20, 15, 15)),  # partly outside: kept, clipped by the loader
-        _ann(8, image_id=99),  # an image the json does not list
-        _ann(9, segmentation=[]),  # no mask while the others have one
+        ann(1),
+        ann(2, segmentation=[[1.0, 1.0, 5.0, 5.0]]),  # 2 points only: skipped
+        ann(3, segmentation=[[1.0, 1.0, 5.0, 5.0], SQUARE]),  # loses its 2-point part
+        ann(4, bbox=(4, 4, 0, 10)),  # zero width
+        ann(5, bbox=(4, 4, 10, -1)),  # negative height
+        ann(6, bbox=(W + 2, 4, 10, 10)),  # entirely right of the image
+        ann(7, bbox=(30, 20, 15, 15)),  # partly outside: kept, clipped by the loader
+        ann(8, image_id=99),  # an image the json does not list
+        ann(9, segmentation=[]),  # no mask while the others have one
     ]
     name = _register(tmp_path, annotations)
     with caplog.at_level(logging.INFO, logger="retinamask_d2"):
@@ -161,17 +119,6 @@ def test_skips_what_is_safe_to_skip_and_logs_counts_with_ids(tmp_path, caplog):
     assert "1 box(es) partly outside their image are clipped to it: ids 7" in log
 
 
-def _cfg(mask_format="polygon"):
-    cfg = get_cfg()
-    add_retinamask_config(cfg)
-    cfg.MODEL.META_ARCHITECTURE = "RetinaMask"
-    cfg.MODEL.MASK_ON = True
-    cfg.INPUT.MASK_FORMAT = mask_format
-    cfg.INPUT.MIN_SIZE_TRAIN = (H,)
-    cfg.INPUT.RANDOM_FLIP = "none"
-    return cfg
-
-
 def test_rle_masks_compressed_or_not_switch_to_bitmask_and_decode_to_the_same_pixels(tmp_path):
     disk = np.zeros((H, W), bool)
     disk[10:20, 20:34] = True
@@ -179,12 +126,12 @@ def test_rle_masks_compressed_or_not_switch_to_bitmask_and_decode_to_the_same_pi
     corner = np.zeros((H, W), bool)
     corner[24:30, 0:6] = True
     annotations = [
-        _ann(1),
-        _ann(2, bbox=(20, 10, 14, 10), segmentation=_rle(disk)),
-        _ann(3, bbox=(0, 24, 6, 6), segmentation=_uncompressed_rle(corner)),
+        ann(1),
+        ann(2, bbox=(20, 10, 14, 10), segmentation=rle(disk)),
+        ann(3, bbox=(0, 24, 6, 6), segmentation=_uncompressed_rle(corner)),
     ]
-    json_file, image_root = _write(tmp_path, annotations)
-    cfg = _cfg()
+    json_file, image_root = write_coco_json(tmp_path, annotations)
+    cfg = coco_cfg()
     name = f"test_rle_{uuid.uuid4().hex[:8]}"
     cfg.DATASETS.COCO_JSON = ((name, json_file, image_root),)
     cfg.DATASETS.TRAIN = (name,)
@@ -202,17 +149,17 @@ def test_rle_masks_compressed_or_not_switch_to_bitmask_and_decode_to_the_same_pi
 
 
 def test_polygons_keep_polygon_format_and_no_masks_is_an_error(tmp_path):
-    cfg = _cfg()
+    cfg = coco_cfg()
     name = f"test_poly_{uuid.uuid4().hex[:8]}"
-    cfg.DATASETS.COCO_JSON = ((name, *_write(tmp_path, [_ann(1)])),)
+    cfg.DATASETS.COCO_JSON = ((name, *write_coco_json(tmp_path, [ann(1)])),)
     cfg.DATASETS.TRAIN = (name,)
     setup_datasets(cfg)
     assert cfg.INPUT.MASK_FORMAT == "polygon"
     boxes_only = tmp_path / "boxes"
     boxes_only.mkdir()
-    cfg = _cfg()
+    cfg = coco_cfg()
     name = f"test_boxes_{uuid.uuid4().hex[:8]}"
-    cfg.DATASETS.COCO_JSON = ((name, *_write(boxes_only, [_ann(1, segmentation=[])])),)
+    cfg.DATASETS.COCO_JSON = ((name, *write_coco_json(boxes_only, [ann(1, segmentation=[])])),)
     cfg.DATASETS.TRAIN = (name,)
     with pytest.raises(
         CocoJsonError, match=r"boxes/train.json: no annotation has a 'segmentation'"
@@ -223,13 +170,13 @@ def test_polygons_keep_polygon_format_and_no_masks_is_an_error(tmp_path):
 
 
 def test_command_line_flags_register_train_and_test_sets(tmp_path):
-    json_file, image_root = _write(tmp_path, [_ann(1), _ann(2, image_id=2, category_id=5)])
+    json_file, image_root = write_coco_json(tmp_path, [ann(1), ann(2, image_id=2, category_id=5)])
     parser = argument_parser()
     args = parser.parse_args(
         ["--train-json", json_file, "--train-images", image_root]
         + ["--test-json", json_file, "--test-images", image_root]
     )
-    cfg = _cfg()
+    cfg = coco_cfg()
     cfg.merge_from_list(dataset_options(args))
     assert cfg.DATASETS.TRAIN == (CLI_TRAIN_NAME,) and cfg.DATASETS.TEST == (CLI_TEST_NAME,)
     assert cfg.DATASETS.COCO_JSON[0] == (CLI_TRAIN_NAME, json_file, image_root)

@@ -1,6 +1,5 @@
 """demo/demo.py run in-process through main(argv) on a tiny RetinaMask and images made here."""
 
-import importlib.util
 import json
 import re
 import subprocess
@@ -12,63 +11,21 @@ import cv2
 import numpy as np
 import pycocotools.mask as mask_util
 import pytest
-import torch
-from detectron2.checkpoint import DetectionCheckpointer
 from PIL import Image
 from pycocotools.coco import COCO
 
-from tests.common import build_tiny_model, get_tiny_cfg
-
-DEMO_PATH = Path(__file__).resolve().parents[1] / "demo" / "demo.py"
-
-
-def _load_demo():
-    spec = importlib.util.spec_from_file_location("retinamask_demo", DEMO_PATH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while being created
-    spec.loader.exec_module(module)
-    return module
-
-
-demo = _load_demo()
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    """config.yaml (weights not named, as train_net.py dumps it) and model_final.pth of a tiny
-    RetinaMask with random weights; its test set's metadata is COCO's (ids 1, 2, 3 first)."""
-    torch.manual_seed(0)
-    cfg = get_tiny_cfg(num_classes=3)
-    cfg.TEST.DETECTIONS_PER_IMAGE = 5
-    cfg.DATASETS.TEST = ("coco_2017_val",)
-    cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST = 64, 96  # the test images' own size
-    folder = tmp_path_factory.mktemp("model")
-    DetectionCheckpointer(build_tiny_model(cfg), save_dir=str(folder)).save("model_final")
-    (folder / "config.yaml").write_text(cfg.dump())
-    return folder
-
-
-def _model_args(model_dir: Path) -> list[str]:
-    return ["--config-file", str(model_dir / "config.yaml"), "--confidence-threshold", "0"]
-
-
-def _weights(model_dir: Path) -> list[str]:
-    return ["--opts", "MODEL.WEIGHTS", str(model_dir / "model_final.pth")]
-
-
-def _noise(h: int, w: int, seed: int) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+from tests.common import DEMO_PATH, demo, model_args, noise_image, weights_args
 
 
 def _good_images(folder: Path) -> dict[str, tuple[int, int]]:
     """Five readable images of different kinds; name -> (height, width)."""
     folder.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(_noise(64, 80, 1)).save(folder / "colour.png")
-    Image.fromarray(_noise(72, 56, 2)).save(folder / "photo.jpg")
-    Image.fromarray(_noise(48, 64, 3)[..., 0]).save(folder / "gray.png")
-    rgba = np.concatenate([_noise(60, 60, 4), np.full((60, 60, 1), 200, np.uint8)], axis=2)
+    Image.fromarray(noise_image(64, 80, 1)).save(folder / "colour.png")
+    Image.fromarray(noise_image(72, 56, 2)).save(folder / "photo.jpg")
+    Image.fromarray(noise_image(48, 64, 3)[..., 0]).save(folder / "gray.png")
+    rgba = np.concatenate([noise_image(60, 60, 4), np.full((60, 60, 1), 200, np.uint8)], axis=2)
     Image.fromarray(rgba, "RGBA").save(folder / "alpha.png")
-    cv2.imwrite(str(folder / "deep.png"), _noise(50, 70, 5)[..., 0].astype(np.uint16) * 257)
+    cv2.imwrite(str(folder / "deep.png"), noise_image(50, 70, 5)[..., 0].astype(np.uint16) * 257)
     return {
         "alpha.png": (60, 60),
         "colour.png": (64, 80),
@@ -106,7 +63,7 @@ def test_folder_with_bad_files_gives_every_output_for_the_good_ones(model_dir, t
     out = tmp_path / "out"
     argv = ["--input", str(tmp_path / "in"), "--output", str(out), "--json", "--cutouts"]
 
-    code = demo.main(_model_args(model_dir) + argv + ["--batch-size", "2"] + _weights(model_dir))
+    code = demo.main(model_args(model_dir) + argv + ["--batch-size", "2"] + weights_args(model_dir))
 
     captured = capsys.readouterr()
     assert code == 1  # two inputs failed
@@ -174,14 +131,14 @@ def test_existing_outputs_are_kept_unless_overwrite(model_dir, tmp_path, capsys)
     for name in ("gray.png", "photo.jpg"):
         (tmp_path / "all" / name).rename(tmp_path / "in" / name)
     out = tmp_path / "out"
-    argv = _model_args(model_dir) + ["--input", str(tmp_path / "in"), "--output", str(out)]
-    assert demo.main(argv + ["--cutouts"] + _weights(model_dir)) == 0
+    argv = model_args(model_dir) + ["--input", str(tmp_path / "in"), "--output", str(out)]
+    assert demo.main(argv + ["--cutouts"] + weights_args(model_dir)) == 0
     stale = out / "cutouts" / "gray_099_person_0.999.png"  # as if from an older run
     stale.write_bytes(b"old")
     before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.rglob("*") if p.is_file()}
     capsys.readouterr()
 
-    assert demo.main(argv + ["--cutouts"] + _weights(model_dir)) == 1
+    assert demo.main(argv + ["--cutouts"] + weights_args(model_dir)) == 1
     err = capsys.readouterr().err
     assert err.count("exists already; pass --overwrite") == 2
     assert f"output {out / 'photo.jpg'} exists already" in err
@@ -189,26 +146,26 @@ def test_existing_outputs_are_kept_unless_overwrite(model_dir, tmp_path, capsys)
     assert after == before  # nothing touched
 
     (out / "results.json").write_text("[]")
-    assert demo.main(argv + ["--json"] + _weights(model_dir)) == 2  # stops before any work
+    assert demo.main(argv + ["--json"] + weights_args(model_dir)) == 2  # stops before any work
     assert f"{out / 'results.json'} exists already" in capsys.readouterr().err
     assert (out / "results.json").read_text() == "[]"
 
-    assert demo.main(argv + ["--cutouts", "--overwrite"] + _weights(model_dir)) == 0
+    assert demo.main(argv + ["--cutouts", "--overwrite"] + weights_args(model_dir)) == 0
     assert not stale.exists()  # the cut-outs of a replaced image are all from this run
     assert (out / "photo.jpg").stat().st_mtime_ns > before[out / "photo.jpg"][1]
 
 
 def test_inputs_from_several_folders_and_globs_keep_apart(model_dir, tmp_path, capsys):
     for sub in ("a", "b"):
-        Image.fromarray(_noise(40, 40, 6)).save(tmp_path / "in" / sub / "same.png") if (
+        Image.fromarray(noise_image(40, 40, 6)).save(tmp_path / "in" / sub / "same.png") if (
             tmp_path / "in" / sub
         ).mkdir(parents=True) is None else None
-    Image.fromarray(_noise(40, 40, 7)).save(tmp_path / "in" / "a" / "same.jpg")
+    Image.fromarray(noise_image(40, 40, 7)).save(tmp_path / "in" / "a" / "same.jpg")
     out = tmp_path / "out"
     pattern = str(tmp_path / "in" / "**" / "same.*")
     argv = ["--input", pattern, str(tmp_path / "in" / "a" / "same.png"), "--output", str(out)]
 
-    assert demo.main(_model_args(model_dir) + argv + ["--cutouts"] + _weights(model_dir)) == 0
+    assert demo.main(model_args(model_dir) + argv + ["--cutouts"] + weights_args(model_dir)) == 0
 
     assert "3 of 3 image(s) done" in capsys.readouterr().out  # the repeated file counts once
     assert {p.relative_to(out).as_posix() for p in out.glob("[ab]/*")} == {
@@ -223,8 +180,8 @@ def test_inputs_from_several_folders_and_globs_keep_apart(model_dir, tmp_path, c
 def test_output_file_for_one_image(model_dir, tmp_path):
     _good_images(tmp_path / "in")
     image = str(tmp_path / "in" / "photo.jpg")
-    args = _model_args(model_dir) + ["--input", image, "--output", str(tmp_path / "seen.png")]
-    assert demo.main(args + ["--json"] + _weights(model_dir)) == 0
+    args = model_args(model_dir) + ["--input", image, "--output", str(tmp_path / "seen.png")]
+    assert demo.main(args + ["--json"] + weights_args(model_dir)) == 0
     _assert_drawing_of(tmp_path / "seen.png", 72, 56)
     assert json.loads((tmp_path / "seen.json").read_text())[0]["file_name"] == "photo.jpg"
 
@@ -246,7 +203,7 @@ def test_runs_that_cannot_start_exit_2(model_dir, tmp_path, capsys, inputs, outp
     (tmp_path / "empty").mkdir()
     inputs = [i if i.startswith("--") else str(tmp_path / i) for i in inputs]
     argv = ["--input", *inputs, "--output", str(tmp_path / output)]
-    assert demo.main(_model_args(model_dir) + argv + _weights(model_dir)) == 2
+    assert demo.main(model_args(model_dir) + argv + weights_args(model_dir)) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and re.search(message, err)
     assert list(tmp_path.glob("out*")) == [] and not (tmp_path / "seen.png").exists()
@@ -256,7 +213,7 @@ def test_too_large_images_are_refused_per_file(model_dir, tmp_path, capsys):
     _good_images(tmp_path / "in")
     argv = ["--input", str(tmp_path / "in"), "--output", str(tmp_path / "out")]
     argv += ["--max-megapixels", "0.0035"]  # 3500 pixels: deep.png (50 x 70) is not over it
-    assert demo.main(_model_args(model_dir) + argv + _weights(model_dir)) == 1
+    assert demo.main(model_args(model_dir) + argv + weights_args(model_dir)) == 1
     err = capsys.readouterr().err
     assert f"{tmp_path / 'in' / 'photo.jpg'}: 56x72 (0.00403 MP) is over the limit of 0.0035" in err
     assert err.count("over the limit of 0.0035 megapixels") == 3  # alpha, colour, photo
@@ -278,13 +235,13 @@ def test_without_a_config_it_uses_the_quickstart_model(model_dir, tmp_path, monk
 
 def test_model_problems_say_what_to_pass(model_dir, tmp_path, capsys):
     _good_images(tmp_path / "in")
-    argv = _model_args(model_dir) + ["--input", str(tmp_path / "in" / "gray.png")]
+    argv = model_args(model_dir) + ["--input", str(tmp_path / "in" / "gray.png")]
     assert demo.main(argv) == 2  # the dumped config names no weights
     err = capsys.readouterr().err
     assert "MODEL.WEIGHTS is empty" in err and str(model_dir / "model_final.pth") in err
     assert demo.main(argv + ["--opts", "MODEL.WEIGHTS", str(tmp_path / "nope.pth")]) == 2
     assert f"MODEL.WEIGHTS {tmp_path / 'nope.pth'}: no such file" in capsys.readouterr().err
-    assert demo.main(argv + _weights(model_dir) + ["MODEL.NO_SUCH_KEY", "1"]) == 2
+    assert demo.main(argv + weights_args(model_dir) + ["MODEL.NO_SUCH_KEY", "1"]) == 2
     assert "bad config in" in capsys.readouterr().err
     assert demo.main(["--config-file", "missing.yaml", "--input", "x.jpg"]) == 2
     assert "--config-file missing.yaml: no such file" in capsys.readouterr().err
@@ -297,11 +254,11 @@ def test_video_frames_are_drawn_into_a_video(model_dir, tmp_path, capsys):
     video = tmp_path / "clip.avi"
     writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 5, (64, 48))
     for seed in range(3):
-        writer.write(_noise(48, 64, seed))
+        writer.write(noise_image(48, 64, seed))
     writer.release()
-    argv = _model_args(model_dir) + ["--video-input", str(video), "--output", str(tmp_path)]
+    argv = model_args(model_dir) + ["--video-input", str(video), "--output", str(tmp_path)]
 
-    assert demo.main(argv + _weights(model_dir)) == 0
+    assert demo.main(argv + weights_args(model_dir)) == 0
 
     capture = cv2.VideoCapture(str(tmp_path / "clip.mp4"))
     frames = []
@@ -309,12 +266,12 @@ def test_video_frames_are_drawn_into_a_video(model_dir, tmp_path, capsys):
         frames.append(frame[1])
     capture.release()
     assert len(frames) == 3 and frames[0].shape == (48, 64, 3)
-    assert demo.main(argv + _weights(model_dir)) == 1  # the video exists now
+    assert demo.main(argv + weights_args(model_dir)) == 1  # the video exists now
     assert "clip.mp4 exists already" in capsys.readouterr().err
 
 
 def test_stream_problems(model_dir, tmp_path, monkeypatch, capsys):
-    argv = _model_args(model_dir) + _weights(model_dir)
+    argv = model_args(model_dir) + weights_args(model_dir)
     (tmp_path / "not_a_video.mp4").write_text("text")
     bad = ["--video-input", str(tmp_path / "not_a_video.mp4"), "--output", str(tmp_path / "o")]
     assert demo.main(bad[:2] + ["--output", str(tmp_path / "o.mkv")] + argv) == 2

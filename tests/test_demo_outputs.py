@@ -10,8 +10,14 @@ from detectron2.checkpoint import DetectionCheckpointer
 from PIL import Image
 
 from retinamask_d2.predictor import RetinaMaskPredictor, load_config
-from tests.common import build_tiny_model, get_tiny_cfg
-from tests.test_demo import _model_args, _noise, _weights, demo
+from tests.common import (
+    build_tiny_model,
+    demo,
+    get_tiny_cfg,
+    model_args,
+    noise_image,
+    weights_args,
+)
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +34,7 @@ def model_dir(tmp_path_factory) -> Path:
 
 
 def _run(model_dir, *args: str) -> int:
-    return demo.main(_model_args(model_dir) + list(args) + _weights(model_dir))
+    return demo.main(model_args(model_dir) + list(args) + weights_args(model_dir))
 
 
 @pytest.mark.parametrize("overwrite", [[], ["--overwrite"]])
@@ -37,8 +43,8 @@ def test_inputs_whose_drawings_would_share_a_name_get_distinct_ones(
 ):
     folder = tmp_path / "in"
     folder.mkdir()
-    Image.fromarray(_noise(40, 40, 1)).save(folder / "a.gif")  # drawn as a.gif.png
-    Image.fromarray(_noise(40, 48, 2)).save(folder / "a.gif.png")
+    Image.fromarray(noise_image(40, 40, 1)).save(folder / "a.gif")  # drawn as a.gif.png
+    Image.fromarray(noise_image(40, 48, 2)).save(folder / "a.gif.png")
     out = tmp_path / "out"
     assert _run(model_dir, "--input", str(folder), "--output", str(out), *overwrite) == 0
     assert "2 of 2 image(s) done" in capsys.readouterr().out
@@ -51,8 +57,8 @@ def test_inputs_whose_drawings_would_share_a_name_get_distinct_ones(
 def test_json_and_cutouts_never_replace_an_input(model_dir, tmp_path, capsys, overwrite):
     folder = tmp_path / "in"
     folder.mkdir()
-    Image.fromarray(_noise(40, 40, 1)).save(folder / "x.png")
-    Image.fromarray(_noise(40, 40, 2)).save(folder / "y.png")
+    Image.fromarray(noise_image(40, 40, 1)).save(folder / "x.png")
+    Image.fromarray(noise_image(40, 40, 2)).save(folder / "y.png")
     before = (folder / "y.png").read_bytes()
     inputs = ["--input", str(folder / "x.png"), str(folder / "y.png")]
     args = [*inputs, "--output", str(tmp_path)]
@@ -60,7 +66,7 @@ def test_json_and_cutouts_never_replace_an_input(model_dir, tmp_path, capsys, ov
     assert f"--json {folder / 'y.png'} is an input image" in capsys.readouterr().err
     # An input named like a cut-out of x.png in the --cutouts folder: it would be written over
     # (or, with --overwrite, removed as a stale cut-out).
-    Image.fromarray(_noise(40, 40, 3)).save(folder / "x_000_class0_0.900.png")
+    Image.fromarray(noise_image(40, 40, 3)).save(folder / "x_000_class0_0.900.png")
     inputs.append(str(folder / "x_000_class0_0.900.png"))
     args = [*inputs, "--output", str(tmp_path), "--cutouts", str(folder)]
     assert _run(model_dir, *args, *overwrite) == 2
@@ -84,7 +90,7 @@ def test_predict_takes_pil_images_like_arrays_and_files(model_dir, tmp_path):
     cfg = load_config(model_dir / "config.yaml", model_dir / "model_final.pth")
     cfg.MODEL.RETINANET.SCORE_THRESH_TEST = 0.0
     predictor = RetinaMaskPredictor(cfg)
-    rgb = _noise(64, 80, 9)
+    rgb = noise_image(64, 80, 9)
     Image.fromarray(rgb).save(tmp_path / "p.png")
     from_pil = predictor.predict(Image.open(tmp_path / "p.png"))
     from_array = predictor.predict(rgb, format="RGB")

@@ -3,22 +3,24 @@
 import cv2
 import numpy as np
 
-from tests.test_demo import _model_args, _weights, demo, model_dir  # noqa: F401  (fixture)
+from tests.common import demo, model_args, weights_args
 
 
 def test_upright_needs_cutouts(model_dir, tmp_path, capsys):  # noqa: F811
     cv2.imwrite(str(tmp_path / "a.png"), np.zeros((64, 64, 3), np.uint8))
     argv = ["--input", str(tmp_path / "a.png"), "--output", str(tmp_path / "out"), "--upright"]
-    assert demo.main(_model_args(model_dir) + argv + _weights(model_dir)) == 2
+    assert demo.main(model_args(model_dir) + argv + weights_args(model_dir)) == 2
     assert "--upright turns the cut-outs" in capsys.readouterr().err
 
 
 def test_class_agnostic_sets_the_model_key(model_dir):  # noqa: F811
     parser = demo.get_parser()
-    base = _model_args(model_dir) + ["--input", "x.png"]
-    agnostic = demo.setup_cfg(parser.parse_args(base + ["--class-agnostic"] + _weights(model_dir)))
+    base = model_args(model_dir) + ["--input", "x.png"]
+    agnostic = demo.setup_cfg(
+        parser.parse_args(base + ["--class-agnostic"] + weights_args(model_dir))
+    )
     assert agnostic.MODEL.RETINAMASK.CLASS_AGNOSTIC_NMS
-    assert not demo.setup_cfg(parser.parse_args(base + _weights(model_dir))).MODEL.RETINAMASK[
+    assert not demo.setup_cfg(parser.parse_args(base + weights_args(model_dir))).MODEL.RETINAMASK[
         "CLASS_AGNOSTIC_NMS"
     ]
 
@@ -37,7 +39,7 @@ def test_upright_cutouts_are_what_make_cutouts_turns(model_dir, tmp_path, monkey
     monkeypatch.setattr(demo, "make_cutouts", spy)
     out = tmp_path / "out"
     argv = ["--input", str(tmp_path / "a.png"), "--output", str(out), "--cutouts", "--upright"]
-    assert demo.main(_model_args(model_dir) + argv + _weights(model_dir)) == 0
+    assert demo.main(model_args(model_dir) + argv + weights_args(model_dir)) == 0
     ((upright, cutouts),) = made
     assert upright and cutouts  # the random tiny model's masks are not empty at threshold 0
     for cutout in cutouts:

@@ -15,8 +15,8 @@ from retinamask_d2.data.synthetic import generate
 from retinamask_d2.data.user_datasets import setup_datasets
 from retinamask_d2.engine import Trainer
 from retinamask_d2.evaluation.class_mapping import ClassRemap, check_test_classes, class_index_map
+from tests.coco_files import ann, write_coco_json
 from tests.common import build_tiny_model, get_tiny_cfg
-from tests.test_data_coco_json import _ann, _write
 
 
 def _val_cfg(tmp_path, **opts):
@@ -55,7 +55,7 @@ def test_test_images_are_read_by_the_projects_reader(tmp_path):
 
 def _test_set(tmp_path, categories) -> str:
     name = f"classes_{uuid.uuid4().hex[:8]}"
-    json_file, image_root = _write(tmp_path, [_ann(1)], categories=categories)
+    json_file, image_root = write_coco_json(tmp_path, [ann(1)], categories=categories)
     register_coco_json(name, json_file, image_root)
     return name
 

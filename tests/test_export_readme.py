@@ -13,7 +13,7 @@ from detectron2.data import transforms as T
 from PIL import Image
 
 from retinamask_d2.export import describe, export_onnx, export_torchscript
-from tests.test_export import detecting_cfg, detecting_model, eager_instances, matching
+from tests.export_common import detecting_cfg, detecting_model, eager_instances, matching
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 # Runs the script named by argv[1] with the top-level modules named in argv[2] unimportable.

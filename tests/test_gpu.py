@@ -17,8 +17,7 @@ from detectron2.utils.events import EventStorage
 
 from retinamask_d2.engine.amp import step_trainer_class
 from retinamask_d2.predictor import RetinaMaskPredictor
-from tests.common import build_tiny_model, get_tiny_cfg
-from tests.test_amp import _batch
+from tests.common import build_tiny_model, get_tiny_cfg, training_batch
 
 DEVICE = os.environ.get("RETINAMASK_TEST_DEVICE", "cuda")
 pytestmark = pytest.mark.skipif(
@@ -67,7 +66,7 @@ def test_training_step_on_the_device(amp):
     trainer_class = step_trainer_class(amp, model)
     assert (trainer_class is SimpleTrainer) == (not amp)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
-    trainer = trainer_class(model, itertools.repeat(_batch()), optimizer)
+    trainer = trainer_class(model, itertools.repeat(training_batch()), optimizer)
     losses = _steps_until_weights_change(trainer, model)
     assert set(losses) == {"loss_cls", "loss_box_reg", "loss_mask"}
     for name, loss in losses.items():

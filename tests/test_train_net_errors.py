@@ -12,8 +12,8 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.utils.logger import setup_logger
 
 import train_net
+from tests.coco_files import ann, write_coco_json
 from tests.common import get_tiny_cfg
-from tests.test_data_coco_json import _ann, _write
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -88,8 +88,8 @@ def test_unexpected_errors_are_not_turned_into_one_line(tmp_path):
 
 
 def test_data_errors_name_the_file_and_annotation(tmp_path, capsys):
-    bad = _ann(3, segmentation=[[4.0, 4.0, float("nan"), 14.0, 4.0, 14.0]])
-    json_file, image_root = _write(tmp_path, [_ann(1), bad])
+    bad = ann(3, segmentation=[[4.0, 4.0, float("nan"), 14.0, 4.0, 14.0]])
+    json_file, image_root = write_coco_json(tmp_path, [ann(1), bad])
     argv = ["--config-file", _config(tmp_path), "--train-json", json_file]
     assert _main(argv + ["--train-images", image_root]) == 2
     line = _one_error_line(capsys)
@@ -100,8 +100,8 @@ def test_a_bad_test_set_stops_before_training(tmp_path, capsys):
     train = tmp_path / "train"
     test = tmp_path / "test"
     train.mkdir(), test.mkdir()
-    train_json, train_images = _write(train, [_ann(1)])
-    test_json, test_images = _write(test, [_ann(1), _ann(1)])  # a duplicate annotation id
+    train_json, train_images = write_coco_json(train, [ann(1)])
+    test_json, test_images = write_coco_json(test, [ann(1), ann(1)])  # a duplicate annotation id
     argv = ["--config-file", _config(tmp_path), "--train-json", train_json]
     argv += ["--train-images", train_images, "--test-json", test_json, "--test-images", test_images]
     assert _main(argv) == 2
@@ -111,7 +111,7 @@ def test_a_bad_test_set_stops_before_training(tmp_path, capsys):
 
 def test_eval_only_on_a_test_set_with_other_classes(tmp_path, capsys):
     names = ["bird", "cat", "dog", "fish"]
-    json_file, image_root = _write(tmp_path, [_ann(1)])  # categories cat, dog
+    json_file, image_root = write_coco_json(tmp_path, [ann(1)])  # categories cat, dog
     weights = tmp_path / "w.pth"
     weights.write_bytes(b"")
     config = _config(tmp_path, **{"MODEL.RETINAMASK.CLASS_NAMES": json.dumps(names)})
