@@ -5,6 +5,9 @@ import re
 from pathlib import Path
 
 import pytest
+from PIL import Image
+
+from tests.common import load_script
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs"
@@ -101,3 +104,29 @@ def test_generated_blocks_live_in_docs_benchmarks_only():
             )
             expected = (1, 1) if page == DOCS / "benchmarks.md" else (0, 0)
             assert count == expected, f"{page.name}: generated:{name} markers {count}"
+
+
+def test_cutouts_figure_rows_come_from_the_demos_cutouts(tmp_path):
+    figure = load_script(DOCS / "images" / "cutouts_figure.py", "cutouts_figure")
+    (tmp_path / "cutouts").mkdir()
+    Image.new("RGB", (40, 20), (0, 0, 255)).save(tmp_path / "a.png")  # drawing, same name
+    Image.new("RGB", (40, 20), (9, 9, 9)).save(tmp_path / "image.png")
+    strip = Image.new("RGBA", (10, 2), (255, 0, 0, 255))
+    strip.putpixel((0, 0), (0, 0, 0, 0))  # one transparent pixel
+    for name in ("a_001_disk_0.80.png", "a_000_bar_0.90.png", "b_000_disk_0.70.png"):
+        strip.save(tmp_path / "cutouts" / name)
+    groups = figure.cutouts_by_image(tmp_path / "cutouts")
+    assert {s: [(i, c) for i, c, _ in v] for s, v in groups.items()} == {
+        "a": [(0, "bar"), (1, "disk")],
+        "b": [(0, "disk")],
+    }
+    row = figure.row(tmp_path / "image.png", tmp_path / "a.png", [groups["a"][0][2]])
+    zoom = figure.CUTOUT_ZOOM
+    assert row.height == figure.ROW_HEIGHT
+    assert row.width == 2 * 2 * figure.ROW_HEIGHT + 2 * figure.GAP + round(10 * zoom)
+    x0, y0 = 4 * figure.ROW_HEIGHT + 2 * figure.GAP, (figure.ROW_HEIGHT - round(2 * zoom)) // 2
+    assert row.getpixel((x0, y0)) == (214, 214, 214)  # the transparent pixel: checkerboard
+    assert row.getpixel((x0 + round(zoom), y0)) == (255, 0, 0)
+    (tmp_path / "cutouts" / "stray.png").write_bytes(b"")
+    with pytest.raises(ValueError, match="stray.png"):
+        figure.cutouts_by_image(tmp_path / "cutouts")
