@@ -20,7 +20,7 @@ from pathlib import Path
 import thin_report
 from harness import RESULTS_DIR
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 
 NAMES = {
     "retinamask": "RetinaMask",

@@ -1,4 +1,4 @@
-"""The README's snippets run the exported files without detectron2 or this package, as written."""
+"""The snippets in docs/export.md run the exported files without detectron2 or this package."""
 
 import json
 import re
@@ -15,7 +15,7 @@ from PIL import Image
 from retinamask_d2.export import describe, export_onnx, export_torchscript
 from tests.export_common import detecting_cfg, detecting_model, eager_instances, matching
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[1] / "docs" / "export.md"
 # Runs the script named by argv[1] with the top-level modules named in argv[2] unimportable.
 HIDING_RUNNER = """
 import importlib.abc, runpy, sys
@@ -36,10 +36,10 @@ LINE = re.compile(r"^(\w+) ([0-9.]+) \[([^\]]*)\] (\d+|-)$")
 
 
 def readme_snippet(name: str) -> str:
-    """The python block that follows ``<!-- snippet:NAME -->`` in the README."""
+    """The python block that follows ``<!-- snippet:NAME -->`` in docs/export.md."""
     text = README.read_text(encoding="utf-8")
     _, marker, rest = text.partition(f"<!-- snippet:{name} -->")
-    assert marker, f"README has no snippet {name}"
+    assert marker, f"{README} has no snippet {name}"
     match = re.match(r"\s*```python\n(.*?)\n```", rest, re.DOTALL)
     assert match, f"no python block after the {name} marker"
     return match.group(1) + "\n"

@@ -156,7 +156,7 @@ def test_load_config_reads_a_dumped_config_with_weights_and_overrides(tmp_path):
     cfg = get_tiny_cfg(num_classes=5)
     cfg.DATASETS.COCO_JSON = (("mine_train", "train.json", "images"),)  # as train_net.py writes
     (tmp_path / "config.yaml").write_text(cfg.dump())
-    plain = get_cfg()  # the README's recipe reads it back too
+    plain = get_cfg()  # the recipe of docs/model.md reads it back too
     add_retinamask_config(plain)
     plain.merge_from_file(str(tmp_path / "config.yaml"))
     assert [tuple(e) for e in plain.DATASETS.COCO_JSON] == [("mine_train", "train.json", "images")]
