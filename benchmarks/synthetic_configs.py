@@ -26,7 +26,7 @@ BASE_CONFIGS = {
     "retinanet": "Base-RetinaNet.yaml",
     "mask_rcnn": "Base-RCNN-FPN.yaml",
 }
-RECIPE = "quick_schedules/retinamask_R18_GN_scratch_instant_test.yaml"
+RECIPE = "quickstart/Base-RetinaMask-R18-synthetic.yaml"
 # What training from scratch needs, taken from RECIPE for every model (RetinaMask has it already).
 FROM_SCRATCH_KEYS = (
     "MODEL.WEIGHTS",
