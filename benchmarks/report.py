@@ -160,6 +160,20 @@ def _ap_difference(a: dict, b: dict, task: str) -> str:
     return difference(pairs or [(mean_ap(a, task), mean_ap(b, task))])
 
 
+def _ratio(target: str, a: float, b: float, unit: str, digits: int, limit: float) -> tuple:
+    """A target row "``a`` ≤ ``limit`` × ``b``"."""
+    measured = f"{a:.{digits}f} vs {b:.{digits}f}{unit} ({a / b:.2f}×)"
+    return target, measured, verdict(a / b <= limit)
+
+
+def _gap(target: str, a: dict, b: dict, task: str, least: float) -> tuple | None:
+    """A target row "``a``'s mean AP ≥ ``b``'s + ``least``" (None without both APs)."""
+    x, y = mean_ap(a, task), mean_ap(b, task)
+    if x is None or y is None:
+        return None
+    return target, f"{x:.1f} vs {y:.1f} ({_ap_difference(a, b, task)})", verdict(x - y >= least)
+
+
 def targets(
     accuracy: dict | None, costs: list[dict], extras: dict | None = None
 ) -> list[tuple[str, str, str]]:
@@ -168,64 +182,38 @@ def targets(
     extras = extras or {}
     if accuracy is not None:
         by = {row["model"]: row for row in accuracy["models"]}
-        rm_box, rn_box = mean_ap(by["retinamask"], "box"), mean_ap(by["retinanet"], "box")
-        rm_mask, mr_mask = mean_ap(by["retinamask"], "mask"), mean_ap(by["mask_rcnn"], "mask")
-        if rm_box is not None and rn_box is not None:
-            rows.append(
-                (
-                    f"box AP ≥ RetinaNet + {BOX_AP_GAIN:g} (synthetic)",
-                    f"{rm_box:.1f} vs {rn_box:.1f} "
-                    f"({_ap_difference(by['retinamask'], by['retinanet'], 'box')})",
-                    verdict(rm_box - rn_box >= BOX_AP_GAIN),
-                )
-            )
-        if rm_mask is not None and mr_mask is not None:
-            rows.append(
-                (
-                    f"mask AP ≥ Mask R-CNN − {MASK_AP_LOSS:g} (synthetic)",
-                    f"{rm_mask:.1f} vs {mr_mask:.1f} "
-                    f"({_ap_difference(by['retinamask'], by['mask_rcnn'], 'mask')})",
-                    verdict(rm_mask - mr_mask >= -MASK_AP_LOSS),
-                )
-            )
+        rm, rn, mr = by["retinamask"], by["retinanet"], by["mask_rcnn"]
+        box = _gap(f"box AP ≥ RetinaNet + {BOX_AP_GAIN:g} (synthetic)", rm, rn, "box", BOX_AP_GAIN)
+        mask = _gap(
+            f"mask AP ≥ Mask R-CNN − {MASK_AP_LOSS:g} (synthetic)", rm, mr, "mask", -MASK_AP_LOSS
+        )
+        rows += [row for row in (box, mask) if row is not None]
         device = accuracy.get("device_kind", "cpu").upper()
         ms = {m: by[m]["inference"]["median_ms"] for m in by}
         rows += _inference_targets(ms, f"synthetic, {device}")
-        train = {m: by[m]["train_s_per_iter"] for m in by}
-        ratio = train["retinamask"] / train["mask_rcnn"]
-        rows.append(
-            (
-                f"training s/iter ≤ Mask R-CNN (synthetic, {device})",
-                f"{train['retinamask']:.2f} vs {train['mask_rcnn']:.2f} s ({ratio:.2f}×)",
-                verdict(ratio <= 1.0),
-            )
-        )
+        target = f"training s/iter ≤ Mask R-CNN (synthetic, {device})"
+        rows.append(_ratio(target, rm["train_s_per_iter"], mr["train_s_per_iter"], " s", 2, 1.0))
     predictor = extras.get("predictor")
     if predictor is not None:
         t = predictor["threshold"]
         by = {row["name"]: row["median_ms"] for row in predictor["rows"]}
-        rm, rn = by[f"retinamask@{t:g}"], by[f"boxes_only@{t:g}"]
-        rows.append(
-            (
-                f"predictor at threshold {t:g} ≤ {PREDICTOR_OVER_RETINANET:g}× RetinaNet "
-                "(synthetic, trained quickstart model, CPU)",
-                f"{rm:.1f} vs {rn:.1f} ms ({rm / rn:.2f}×)",
-                verdict(rm / rn <= PREDICTOR_OVER_RETINANET),
-            )
+        target = (
+            f"predictor at threshold {t:g} ≤ {PREDICTOR_OVER_RETINANET:g}× RetinaNet "
+            "(synthetic, trained quickstart model, CPU)"
         )
+        ms = by[f"retinamask@{t:g}"], by[f"boxes_only@{t:g}"]
+        rows.append(_ratio(target, *ms, " ms", 1, PREDICTOR_OVER_RETINANET))
     for train in extras.get("train", []):
         ratio = train["ratios"].get("retinamask_over_retinanet")
         if ratio is None:
             continue
         by = {r["model"]: r["s_per_iter"] for r in train["rows"] if not r["amp"]}
-        rows.append(
-            (
-                f"training s/iter ≤ {TRAIN_OVER_RETINANET:g}× RetinaNet ({_train_where(train)}, "
-                "side by side)",
-                f"{by['retinamask']:.2f} vs {by['retinanet']:.2f} s ({ratio:.2f}×)",
-                verdict(ratio <= TRAIN_OVER_RETINANET),
-            )
+        target = (
+            f"training s/iter ≤ {TRAIN_OVER_RETINANET:g}× RetinaNet ({_train_where(train)}, "
+            "side by side)"
         )
+        measured = f"{by['retinamask']:.2f} vs {by['retinanet']:.2f} s ({ratio:.2f}×)"
+        rows.append((target, measured, verdict(ratio <= TRAIN_OVER_RETINANET)))
     for cost in costs:
         ms = {row["model"]: row["min_ms"] for row in cost["models"]}
         where = f"R50-FPN 800×1333, {_cost_device(cost)}"
@@ -252,19 +240,17 @@ def _cost_device(cost: dict) -> str:
 def _inference_targets(
     ms: dict[str, float], where: str, over_retinanet: float = INFERENCE_OVER_RETINANET
 ) -> list[tuple[str, str, str]]:
-    over_rn = ms["retinamask"] / ms["retinanet"]
-    over_mr = ms["retinamask"] / ms["mask_rcnn"]
+    rm = ms["retinamask"]
     return [
-        (
+        _ratio(
             f"inference ≤ {over_retinanet:g}× RetinaNet ({where})",
-            f"{ms['retinamask']:.0f} vs {ms['retinanet']:.0f} ms ({over_rn:.2f}×)",
-            verdict(over_rn <= over_retinanet),
+            rm,
+            ms["retinanet"],
+            " ms",
+            0,
+            over_retinanet,
         ),
-        (
-            f"inference ≤ Mask R-CNN ({where})",
-            f"{ms['retinamask']:.0f} vs {ms['mask_rcnn']:.0f} ms ({over_mr:.2f}×)",
-            verdict(over_mr <= 1.0),
-        ),
+        _ratio(f"inference ≤ Mask R-CNN ({where})", rm, ms["mask_rcnn"], " ms", 0, 1.0),
     ]
 
 
