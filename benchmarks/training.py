@@ -11,6 +11,7 @@ from pathlib import Path
 from statistics import median
 
 import torch
+from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import CfgNode
 from detectron2.data import DatasetCatalog
 from detectron2.engine import HookBase
@@ -20,6 +21,8 @@ from benchmarks.synthetic_configs import SharedSpec, build_benchmark_model, set_
 from retinamask_d2.data.coco_json import register_coco_json
 from retinamask_d2.data.user_datasets import setup_datasets
 from retinamask_d2.engine import Trainer
+
+ACCURACY_DATA = "retinamask_benchmark"  # the accuracy benchmark's data: <name>_train, _val
 
 
 class BenchmarkTrainer(Trainer):
@@ -59,6 +62,33 @@ def benchmark_cfg(
     cfg.DATASETS.TRAIN = (train_name,)
     cfg.DATASETS.TEST = ()
     return cfg
+
+
+def accuracy_model(
+    model: str,
+    data_dir: Path,
+    output_dir: Path,
+    device: str = "cpu",
+    weights: str = "",
+    opts: Sequence[str] = (),
+) -> tuple[torch.nn.Module, CfgNode]:
+    """The accuracy benchmark's ``model`` (config changed by ``opts``, KEY VALUE ...) on its data
+    in ``data_dir`` (written by ``benchmarks.accuracy.compare_models``), with seeded random
+    weights or the checkpoint ``weights`` where its names and shapes fit (a trained model
+    computes more RoIs than a random one); the model and its config."""
+    if not (data_dir / "train.json").is_file():
+        raise FileNotFoundError(
+            f"{data_dir}/train.json: run python -m benchmarks.accuracy.compare_models once (it "
+            "writes the data) or pass --data-dir"
+        )
+    cfg = benchmark_cfg(model, SharedSpec(), data_dir, ACCURACY_DATA, output_dir, device)
+    cfg.merge_from_list(list(opts))
+    setup_datasets(cfg)
+    torch.manual_seed(0)
+    built = build_benchmark_model(cfg)
+    if weights:
+        DetectionCheckpointer(built).load(weights)
+    return built, cfg
 
 
 def build_trainer(cfg: CfgNode, hooks: Sequence[HookBase] = ()) -> BenchmarkTrainer:

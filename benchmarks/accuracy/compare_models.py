@@ -43,9 +43,15 @@ from benchmarks.harness import (
     write_json,
 )
 from benchmarks.synthetic_configs import MODELS, SharedSpec
-from benchmarks.training import BenchmarkTrainer, benchmark_cfg, build_trainer, register, summary
+from benchmarks.training import (
+    ACCURACY_DATA,
+    BenchmarkTrainer,
+    benchmark_cfg,
+    build_trainer,
+    register,
+    summary,
+)
 
-DATA_NAME = "retinamask_benchmark"  # registered as <name>_train and <name>_val
 QUICK_SPEC = SharedSpec(max_iter=4, warmup_iters=2, ims_per_batch=2, image_size=96)
 # One synthetic dataset for every seed: the seeds vary the models' initial weights and batches.
 DATA_SEED = 0
@@ -63,8 +69,8 @@ def serve_model(
     replies: TextIO,
 ):
     """Worker: build the model's trainer, then train, evaluate and time it on command."""
-    train_name, val_name = register(data_dir, DATA_NAME)
-    cfg = benchmark_cfg(model_name, spec, data_dir, DATA_NAME, output_dir / model_name, device)
+    train_name, val_name = register(data_dir, ACCURACY_DATA)
+    cfg = benchmark_cfg(model_name, spec, data_dir, ACCURACY_DATA, output_dir / model_name, device)
 
     class TakeTurns(HookBase):
         """Pause training every ``turn`` iterations until the driver lets this model go on."""

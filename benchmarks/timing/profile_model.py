@@ -29,30 +29,16 @@ MODELS = ("retinamask", "retinanet", "mask_rcnn")
 def synthetic_model_and_inputs(model_name: str, mode: str, data_dir: Path, weights: str):
     """The accuracy benchmark's model (random init, or ``weights``: a trained model computes
     more RoIs than a random one) and a training batch or a test image."""
-    from detectron2.checkpoint import DetectionCheckpointer
     from detectron2.data import build_detection_test_loader
 
-    from benchmarks.accuracy.compare_models import DATA_NAME
-    from benchmarks.synthetic_configs import SharedSpec, build_benchmark_model
-    from benchmarks.training import benchmark_cfg
+    from benchmarks.training import ACCURACY_DATA, accuracy_model
     from retinamask_d2.data.train_loader import build_resumable_train_loader
-    from retinamask_d2.data.user_datasets import setup_datasets
 
-    if not (data_dir / "train.json").is_file():
-        raise FileNotFoundError(
-            f"{data_dir}/train.json: run python -m benchmarks.accuracy.compare_models once (it "
-            "writes the data) or pass --data-dir"
-        )
     output = Path("output/benchmarks/profile")
-    cfg = benchmark_cfg(model_name, SharedSpec(), data_dir, DATA_NAME, output)
-    setup_datasets(cfg)
-    torch.manual_seed(0)
-    model = build_benchmark_model(cfg)
-    if weights:
-        DetectionCheckpointer(model).load(weights)
+    model, cfg = accuracy_model(model_name, data_dir, output, weights=weights)
     if mode == "train":
         return model, next(iter(build_resumable_train_loader(cfg)))
-    loader = build_detection_test_loader(cfg, f"{DATA_NAME}_val")
+    loader = build_detection_test_loader(cfg, f"{ACCURACY_DATA}_val")
     return model.eval(), next(iter(loader))
 
 

@@ -43,29 +43,15 @@ def synthetic_models_and_batches(
     objects, so its mask branch trains on more RoIs than a random one. ``opts`` (KEY VALUE ...)
     change RetinaMask's config.
     """
-    from detectron2.checkpoint import DetectionCheckpointer
-
-    from benchmarks.accuracy.compare_models import DATA_NAME
-    from benchmarks.synthetic_configs import SharedSpec, build_benchmark_model
-    from benchmarks.training import benchmark_cfg
+    from benchmarks.training import accuracy_model
     from retinamask_d2.data.train_loader import build_resumable_train_loader
-    from retinamask_d2.data.user_datasets import setup_datasets
 
-    if not (data_dir / "train.json").is_file():
-        raise FileNotFoundError(
-            f"{data_dir}/train.json: run python -m benchmarks.accuracy.compare_models once"
-        )
     built, loader = {}, None
     for name in models:
         output = Path("output/benchmarks/train_cost")
-        cfg = benchmark_cfg(name, SharedSpec(), data_dir, DATA_NAME, output, device)
-        if name == "retinamask":
-            cfg.merge_from_list(list(opts))
-        setup_datasets(cfg)
-        torch.manual_seed(0)
-        built[name] = build_benchmark_model(cfg).train()
-        if weights:
-            DetectionCheckpointer(built[name]).load(weights)
+        changes = opts if name == "retinamask" else ()
+        model, cfg = accuracy_model(name, data_dir, output, device, weights, changes)
+        built[name] = model.train()
         if loader is None:
             loader = iter(build_resumable_train_loader(cfg))
     return built, [next(loader) for _ in range(count)]
