@@ -41,7 +41,7 @@ quickstart: env
 # The recorded results used both cores of the 2-core build machine: BENCH_THREADS=1 on a busy one.
 BENCH_THREADS ?= 2
 bench: env
-	$(PY) benchmarks/run_all.py --threads $(BENCH_THREADS)
+	$(PY) -m benchmarks.run_all --threads $(BENCH_THREADS)
 
 clean-env:
 	rm -rf $(VENV)

@@ -20,7 +20,8 @@ from typing import TextIO
 
 import torch
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
+ROOT = Path(__file__).resolve().parents[1]  # the checkout
+RESULTS_DIR = ROOT / "benchmarks" / "results"
 
 
 def set_threads(threads: int) -> None:
@@ -146,17 +147,20 @@ class Worker:
     goes then slows every model alike instead of whichever one was running.
     """
 
-    def __init__(self, name: str, script: Path, args: list[str], log_path: Path):
+    def __init__(self, name: str, module: str, args: list[str], log_path: Path):
         self.name = name
         self.log_path = log_path
         log_path.parent.mkdir(parents=True, exist_ok=True)
+        # The benchmark package is found from any working directory.
+        path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
         with open(log_path, "w", encoding="utf-8") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, str(script), "--serve", *args],
+                [sys.executable, "-m", module, "--serve", *args],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=log,
                 text=True,
+                env={**os.environ, "PYTHONPATH": path},
             )
 
     def ask(self, command: str) -> dict:

@@ -1,26 +1,34 @@
-"""Make the README's benchmark section (markdown) and the plots from the results JSON.
+"""The benchmarks' one results module: every table and generated block, from the results JSON.
 
-    python benchmarks/report.py                      # reads and writes benchmarks/results/
+    python -m benchmarks.report              # reads and writes benchmarks/results/ and DOC
 
-Reads ``accuracy.json``, every ``inference_cost_*.json`` (one per device and precision) and
-``train_cost_*.json``, and ``predictor_cost.json`` and ``paste_cost.json`` in the results
-folder; writes ``benchmarks.md``, ``accuracy.png`` and ``inference_cost.png`` there (and, from
-``thin_objects.json``, ``thin_objects.md`` and ``thin_objects.png``: ``thin_report.py``). For the
-default results folder it also rewrites the README's generated blocks: the benchmark tables,
-the quickstart line (from ``quickstart.json``, a copy of a quickstart run's
-``output/quickstart/summary.json``) and the exported model's speed (from
-``export_speed_cpu.json``), so that no figure in the README is typed by hand.
+Reads from the results folder ``accuracy.json``, every ``inference_cost_*.json`` (one per device
+and precision) and ``train_cost_*.json``, ``predictor_cost.json``, ``paste_cost.json``,
+``thin_objects.json``, ``quickstart.json`` (a copy of a quickstart run's
+``output/quickstart/summary.json``), ``quickstart_variants.json`` and ``export_speed_cpu.json``;
+writes ``benchmarks.md`` and ``thin_objects.md`` there, the plots (``benchmarks.plots``) and,
+for the committed results, the generated blocks of ``DOC`` (``MARKERS``), so that no figure in
+the documentation is typed by hand. Every cell is a mean over seeds with the lowest and highest
+seed in brackets (:func:`mean_cell`), every difference its mean with each seed's in brackets
+(:func:`difference`), and every target "met" or ``MISSED`` (:func:`verdict`).
 """
+
+from __future__ import annotations
 
 import argparse
 import json
 import math
+from collections import defaultdict
 from pathlib import Path
+from statistics import fmean
 
-import thin_report
-from harness import RESULTS_DIR
+from benchmarks.harness import RESULTS_DIR, ROOT
 
-README = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
+DOC = ROOT / "docs" / "benchmarks.md"
+# The blocks of DOC, each between "<!-- generated:NAME -->" and "<!-- /generated:NAME -->".
+MARKERS = ("benchmarks", "quickstart", "export", "thin_objects", "quickstart_variants")
+MISSED = "**missed**"
+THIN_DATA_COMMAND = "python -m benchmarks.thin.data"
 
 NAMES = {
     "retinamask": "RetinaMask",
@@ -29,12 +37,33 @@ NAMES = {
     "retinamask_no_mask_loss": "RetinaMask, mask loss off",
     "retinamask_p2": "RetinaMask, masks from P2–P5",
 }
-COLORS = {
-    "retinamask": "tab:red",
-    "retinanet": "tab:blue",
-    "mask_rcnn": "tab:green",
-    "retinamask_no_mask_loss": "tab:orange",
-    "retinamask_p2": "tab:purple",
+THIN_NAMES = {
+    **NAMES,
+    "retinamask": "RetinaMask, paper's masks (P3–P5, BCE)",
+    "retinamask_56": "RetinaMask, 56×56 masks",
+    "retinamask_56_p2": "RetinaMask, 56×56 masks from P2–P5",
+    "retinamask_ratios": "RetinaMask, aspect ratios 0.2–5",
+    "retinamask_thin": "RetinaMask, thin config (56×56, P2–P5, ratios 0.2–5)",
+    "retinamask_dice": "RetinaMask, Dice mask loss",
+    "retinamask_p2_dice": "RetinaMask, P2–P5 + Dice (the default)",
+    "retinamask_56_p2_dice": "RetinaMask, 56×56 masks from P2–P5, Dice mask loss",
+    "retinamask_p2_dice_ratios": "RetinaMask, P2–P5, Dice, ratios 0.2–5",
+    "retinamask_p2_dice_box15": "RetinaMask, P2–P5, Dice, masks over 1.5× boxes",
+    "retinamask_d2_recipe": "RetinaMask, detectron2's RetinaNet recipe",
+    "retinamask_no_sasl1": "RetinaMask, fixed smooth L1 (β 0.1)",
+    "retinamask_coder_1": "RetinaMask, coder weights (1, 1, 1, 1)",
+    "retinamask_reg_weight_1": "RetinaMask, box loss weight 1",
+    "retinamask_p6_res5": "RetinaMask, P6 from res5",
+    "retinamask_no_head_gn": "RetinaMask, heads without GN",
+    "retinamask_no_warmup": "RetinaMask, no warm-up",
+}
+THIN_TESTS = {
+    "": "",
+    "mask_nms": " + mask NMS",
+    "mask_nms_no_box_nms": " + mask NMS without box stage",
+    "agnostic": " + class-agnostic NMS",
+    "mask_nms_agnostic": " + mask NMS, class-agnostic",
+    "nms_05": " + test NMS 0.5",
 }
 EXPORT_RUNTIMES = ("eager", "torchscript", "onnxruntime")  # columns of the export speed table
 # The benchmark targets, each a ratio or difference measured within one run.
@@ -44,8 +73,50 @@ INFERENCE_OVER_RETINANET = 1.15  # synthetic evaluation (top-50 masks): ms/image
 COCO_OVER_RETINANET = 1.05  # 800x1333, trained-like score candidates: ms/image <= 1.05x RetinaNet
 PREDICTOR_OVER_RETINANET = 1.2  # predictor at its threshold: ms/image <= 1.2x the box-only model
 TRAIN_OVER_RETINANET = 1.4  # training s/iter <= 1.4x RetinaNet's, side by side
+THIN_BASELINE, THIN_MASK_RCNN = ("retinamask", ""), ("mask_rcnn", "")
+THIN_TIMING_NOTE = "30 fresh training steps, and the first seed's weights on the validation set"
 # Results files besides accuracy.json and inference_cost_*.json, by what they hold.
 EXTRA_RESULTS = {"predictor": "predictor_cost.json", "paste": "paste_cost.json"}
+
+
+# The formatters every table uses.
+
+
+def table(header: str, rows: list[list[str]]) -> list[str]:
+    """A markdown table: the ``header`` line, its separator, one line per row of cells."""
+    return [header, "|" + "---|" * (header.count("|") - 1)] + [
+        "| " + " | ".join(cells) + " |" for cells in rows
+    ]
+
+
+def fmt(value: float | None, digits: int = 1) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{value:.{digits}f}"
+
+
+def mean_cell(values: list[float], digits: int = 1, mean: float | None = None) -> str:
+    """The mean of ``values`` (or ``mean``), the lowest and highest in brackets when several."""
+    if mean is None:
+        mean = fmean(values) if values else None
+    if mean is None or len(values) < 2:
+        return fmt(mean, digits)
+    return f"{mean:.{digits}f} ({min(values):.{digits}f}–{max(values):.{digits}f})"
+
+
+def difference(pairs: list[tuple[float, float]]) -> str:
+    """The mean of ``a - b`` over the seeds' (a, b) pairs, each seed's in brackets."""
+    diffs = [a - b for a, b in pairs]
+    if not diffs:
+        return "–"
+    return f"{fmean(diffs):+.1f} [{', '.join(f'{d:+.1f}' for d in diffs)}]"
+
+
+def verdict(ok: bool | None) -> str:
+    return "–" if ok is None else ("met" if ok else MISSED)
+
+
+# Accuracy and cost on the synthetic shapes and at COCO scale (benchmarks.md).
 
 
 def load_results(results_dir: Path) -> tuple[dict | None, list[dict]]:
@@ -69,42 +140,38 @@ def load_extra_results(results_dir: Path) -> dict:
     return extras
 
 
-def _fmt(value: float | None, digits: int = 1) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    return f"{value:.{digits}f}"
-
-
-def _ap(row: dict, task: str) -> float | None:
+def mean_ap(row: dict, task: str) -> float | None:
     value = row.get(task, {}).get("AP")
     return None if value is None or math.isnan(value) else value
 
 
-def _seed_aps(row: dict, task: str) -> list[float]:
+def seed_aps(row: dict, task: str) -> list[float]:
     """The AP of each seed's training (none for a results file of one run)."""
     key = f"{task}_ap"
     return [r[key] for r in row.get("per_seed", []) if r.get(key) is not None]
 
 
 def _ap_cell(row: dict, task: str) -> str:
-    """Mean AP over the seeds, the lowest and highest seed in brackets."""
-    mean, aps = _ap(row, task), _seed_aps(row, task)
-    if mean is None or len(aps) < 2:
-        return _fmt(mean)
-    return f"{mean:.1f} ({min(aps):.1f}–{max(aps):.1f})"
+    return mean_cell(seed_aps(row, task), mean=mean_ap(row, task))
 
 
-def _difference(a: dict, b: dict, task: str) -> str:
-    """``a``'s mean AP minus ``b``'s, and the difference within each seed's run."""
-    diff = _ap(a, task) - _ap(b, task)
-    per_seed = [x - y for x, y in zip(_seed_aps(a, task), _seed_aps(b, task))]
-    if len(per_seed) < 2:
-        return f"{diff:+.1f}"
-    return f"{diff:+.1f}; per seed {', '.join(f'{d:+.1f}' for d in per_seed)}"
+def _ap_difference(a: dict, b: dict, task: str) -> str:
+    pairs = list(zip(seed_aps(a, task), seed_aps(b, task)))
+    return difference(pairs or [(mean_ap(a, task), mean_ap(b, task))])
 
 
-def _verdict(ok: bool | None) -> str:
-    return "–" if ok is None else ("met" if ok else "**not met**")
+def _ratio(target: str, a: float, b: float, unit: str, digits: int, limit: float) -> tuple:
+    """A target row "``a`` ≤ ``limit`` × ``b``"."""
+    measured = f"{a:.{digits}f} vs {b:.{digits}f}{unit} ({a / b:.2f}×)"
+    return target, measured, verdict(a / b <= limit)
+
+
+def _gap(target: str, a: dict, b: dict, task: str, least: float) -> tuple | None:
+    """A target row "``a``'s mean AP ≥ ``b``'s + ``least``" (None without both APs)."""
+    x, y = mean_ap(a, task), mean_ap(b, task)
+    if x is None or y is None:
+        return None
+    return target, f"{x:.1f} vs {y:.1f} ({_ap_difference(a, b, task)})", verdict(x - y >= least)
 
 
 def targets(
@@ -115,64 +182,38 @@ def targets(
     extras = extras or {}
     if accuracy is not None:
         by = {row["model"]: row for row in accuracy["models"]}
-        rm_box, rn_box = _ap(by["retinamask"], "box"), _ap(by["retinanet"], "box")
-        rm_mask, mr_mask = _ap(by["retinamask"], "mask"), _ap(by["mask_rcnn"], "mask")
-        if rm_box is not None and rn_box is not None:
-            rows.append(
-                (
-                    f"box AP ≥ RetinaNet + {BOX_AP_GAIN:g} (synthetic)",
-                    f"{rm_box:.1f} vs {rn_box:.1f} "
-                    f"({_difference(by['retinamask'], by['retinanet'], 'box')})",
-                    _verdict(rm_box - rn_box >= BOX_AP_GAIN),
-                )
-            )
-        if rm_mask is not None and mr_mask is not None:
-            rows.append(
-                (
-                    f"mask AP ≥ Mask R-CNN − {MASK_AP_LOSS:g} (synthetic)",
-                    f"{rm_mask:.1f} vs {mr_mask:.1f} "
-                    f"({_difference(by['retinamask'], by['mask_rcnn'], 'mask')})",
-                    _verdict(rm_mask - mr_mask >= -MASK_AP_LOSS),
-                )
-            )
+        rm, rn, mr = by["retinamask"], by["retinanet"], by["mask_rcnn"]
+        box = _gap(f"box AP ≥ RetinaNet + {BOX_AP_GAIN:g} (synthetic)", rm, rn, "box", BOX_AP_GAIN)
+        mask = _gap(
+            f"mask AP ≥ Mask R-CNN − {MASK_AP_LOSS:g} (synthetic)", rm, mr, "mask", -MASK_AP_LOSS
+        )
+        rows += [row for row in (box, mask) if row is not None]
         device = accuracy.get("device_kind", "cpu").upper()
         ms = {m: by[m]["inference"]["median_ms"] for m in by}
         rows += _inference_targets(ms, f"synthetic, {device}")
-        train = {m: by[m]["train_s_per_iter"] for m in by}
-        ratio = train["retinamask"] / train["mask_rcnn"]
-        rows.append(
-            (
-                f"training s/iter ≤ Mask R-CNN (synthetic, {device})",
-                f"{train['retinamask']:.2f} vs {train['mask_rcnn']:.2f} s ({ratio:.2f}×)",
-                _verdict(ratio <= 1.0),
-            )
-        )
+        target = f"training s/iter ≤ Mask R-CNN (synthetic, {device})"
+        rows.append(_ratio(target, rm["train_s_per_iter"], mr["train_s_per_iter"], " s", 2, 1.0))
     predictor = extras.get("predictor")
     if predictor is not None:
         t = predictor["threshold"]
         by = {row["name"]: row["median_ms"] for row in predictor["rows"]}
-        rm, rn = by[f"retinamask@{t:g}"], by[f"boxes_only@{t:g}"]
-        rows.append(
-            (
-                f"predictor at threshold {t:g} ≤ {PREDICTOR_OVER_RETINANET:g}× RetinaNet "
-                "(synthetic, trained quickstart model, CPU)",
-                f"{rm:.1f} vs {rn:.1f} ms ({rm / rn:.2f}×)",
-                _verdict(rm / rn <= PREDICTOR_OVER_RETINANET),
-            )
+        target = (
+            f"predictor at threshold {t:g} ≤ {PREDICTOR_OVER_RETINANET:g}× RetinaNet "
+            "(synthetic, trained quickstart model, CPU)"
         )
+        ms = by[f"retinamask@{t:g}"], by[f"boxes_only@{t:g}"]
+        rows.append(_ratio(target, *ms, " ms", 1, PREDICTOR_OVER_RETINANET))
     for train in extras.get("train", []):
         ratio = train["ratios"].get("retinamask_over_retinanet")
         if ratio is None:
             continue
         by = {r["model"]: r["s_per_iter"] for r in train["rows"] if not r["amp"]}
-        rows.append(
-            (
-                f"training s/iter ≤ {TRAIN_OVER_RETINANET:g}× RetinaNet ({_train_where(train)}, "
-                "side by side)",
-                f"{by['retinamask']:.2f} vs {by['retinanet']:.2f} s ({ratio:.2f}×)",
-                _verdict(ratio <= TRAIN_OVER_RETINANET),
-            )
+        target = (
+            f"training s/iter ≤ {TRAIN_OVER_RETINANET:g}× RetinaNet ({_train_where(train)}, "
+            "side by side)"
         )
+        measured = f"{by['retinamask']:.2f} vs {by['retinanet']:.2f} s ({ratio:.2f}×)"
+        rows.append((target, measured, verdict(ratio <= TRAIN_OVER_RETINANET)))
     for cost in costs:
         ms = {row["model"]: row["min_ms"] for row in cost["models"]}
         where = f"R50-FPN 800×1333, {_cost_device(cost)}"
@@ -199,166 +240,174 @@ def _cost_device(cost: dict) -> str:
 def _inference_targets(
     ms: dict[str, float], where: str, over_retinanet: float = INFERENCE_OVER_RETINANET
 ) -> list[tuple[str, str, str]]:
-    over_rn = ms["retinamask"] / ms["retinanet"]
-    over_mr = ms["retinamask"] / ms["mask_rcnn"]
+    rm = ms["retinamask"]
     return [
-        (
+        _ratio(
             f"inference ≤ {over_retinanet:g}× RetinaNet ({where})",
-            f"{ms['retinamask']:.0f} vs {ms['retinanet']:.0f} ms ({over_rn:.2f}×)",
-            _verdict(over_rn <= over_retinanet),
+            rm,
+            ms["retinanet"],
+            " ms",
+            0,
+            over_retinanet,
         ),
-        (
-            f"inference ≤ Mask R-CNN ({where})",
-            f"{ms['retinamask']:.0f} vs {ms['mask_rcnn']:.0f} ms ({over_mr:.2f}×)",
-            _verdict(over_mr <= 1.0),
-        ),
+        _ratio(f"inference ≤ Mask R-CNN ({where})", rm, ms["mask_rcnn"], " ms", 0, 1.0),
     ]
 
 
 def markdown(accuracy: dict | None, costs: list[dict], extras: dict | None = None) -> str:
-    """The README section."""
+    """The benchmarks section."""
     extras = extras or {}
     lines = ["## Benchmarks", ""]
     if accuracy is not None:
-        spec, data = accuracy["spec"], accuracy["data"]
-        lines += [
-            "### Accuracy, speed and memory on the synthetic shapes",
-            "",
-            f"Trained from scratch, side by side in one run: ResNet-{spec['depth']}-GN, "
-            f"{spec['fpn_channels']}-channel FPN, {spec['image_size']}² input, "
-            f"{spec['max_iter']} iterations of batch {spec['ims_per_batch']} "
-            f"(lr {spec['base_lr']:g}); {data['train_images']} training and "
-            f"{data['val_images']} validation images. Every model is trained once per seed "
-            f"({', '.join(map(str, accuracy['seeds']))}: initial weights and batch order); AP is "
-            "the mean over the seeds, the lowest and highest seed in brackets. "
-            f"Device: {accuracy['device']}. Inference: one image per call, the fastest of "
-            f"{accuracy.get('repeats_per_image', 1)} calls, median over "
-            f"{accuracy['timed_images']} validation images per seed. Training: median step. "
-            f"Wall time {accuracy['wall_s'] / 60:.0f} min.",
-            "",
-            "| model | box AP | mask AP | train s/iter | inference ms/image | peak RSS (MB) |",
-            "|---|---|---|---|---|---|",
-        ]
-        for row in accuracy["models"]:
-            lines.append(
-                f"| {NAMES[row['model']]} | {_ap_cell(row, 'box')} | {_ap_cell(row, 'mask')} "
-                f"| {row['train_s_per_iter']:.2f} | {row['inference']['median_ms']:.0f} "
-                f"| {row['peak_rss_mb']:.0f} |"
-            )
-        lines.append("")
-        by = {row["model"]: row for row in accuracy["models"]}
-        lines += _ablation_lines(by)
+        lines += _accuracy_lines(accuracy)
     if costs:
-        lines += [
-            "### Inference cost of the mask branch at COCO scale",
-            "",
-            "R50-FPN, one 800×1333 image, random weights (box regressors zeroed so that each "
-            "model returns its full 100 detections; RetinaNet-family classifier bias set so that "
-            "a given number of class scores pass the 0.05 threshold, as a trained model's do, "
-            "instead of the ~8 M a random classifier passes), each model in its own process, "
-            f"timed calls taking turns ({costs[0]['iters']} per row). ms/image: the fastest call, "
-            "the best estimate of a model's own cost on a shared machine (load only adds time); "
-            "the median in brackets.",
-            "",
-            "| device | model | score candidates | masked detections | ms/image (median) "
-            "| peak memory (MB) |",
-            "|---|---|---|---|---|---|",
-        ]
-        for cost in costs:
-            for row in cost["models"]:
-                lines.append(
-                    f"| {cost['device']}{_precision_note(cost)} | {NAMES[row['model']]} "
-                    f"| {_candidates(row)} | {row['masked']} "
-                    f"| {row['min_ms']:.0f} ({row['median_ms']:.0f}) | {_memory(row)} |"
-                )
-        lines += _candidate_lines(costs)
-        lines += [
-            "",
-            "RetinaMask's time against the number of masked detections "
-            "(`MODEL.RETINAMASK.TEST_TOPK_MASKS`; counted at the mask head):",
-            "",
-            "| device | masked detections | ms/image (median) | + ms over 0 masks |",
-            "|---|---|---|---|",
-        ]
-        for cost in costs:
-            sweep = cost["mask_count_sweep"]
-            base = next((r["min_ms"] for r in sweep if r["masked"] == 0), None)
-            for row in sweep:
-                extra = _fmt(row["min_ms"] - base, 0) if base is not None else "–"
-                lines.append(
-                    f"| {_cost_device(cost)} | {row['masked']} "
-                    f"| {row['min_ms']:.0f} ({row['median_ms']:.0f}) | {extra} |"
-                )
-        lines.append("")
+        lines += _cost_lines(costs)
     lines += _predictor_lines(extras.get("predictor"))
     lines += _train_lines(extras.get("train", []))
     lines += _paste_lines(extras.get("paste"))
     rows = targets(accuracy, costs, extras)
     if rows:
-        lines += ["### Targets", "", "| target | measured | |", "|---|---|---|"]
-        lines += [f"| {t} | {m} | {v} |" for t, m, v in rows]
-        lines.append("")
+        lines += ["### Targets", ""]
+        lines += table("| target | measured | |", [list(row) for row in rows]) + [""]
     return "\n".join(lines)
 
 
-def _ablation_lines(by: dict[str, dict]) -> list[str]:
-    """What the mask loss does to box AP, and what pooling masks from P2 does to mask AP."""
-    lines = []
-    base = by["retinamask"]
-    off = by.get("retinamask_no_mask_loss")
-    if off is not None and _ap(base, "box") is not None and _ap(off, "box") is not None:
+def _accuracy_lines(accuracy: dict) -> list[str]:
+    spec, data = accuracy["spec"], accuracy["data"]
+    lines = [
+        "### Accuracy, speed and memory on the synthetic shapes",
+        "",
+        f"Trained from scratch, side by side in one run: ResNet-{spec['depth']}-GN, "
+        f"{spec['fpn_channels']}-channel FPN, {spec['image_size']}² input, "
+        f"{spec['max_iter']} iterations of batch {spec['ims_per_batch']} "
+        f"(lr {spec['base_lr']:g}); {data['train_images']} training and "
+        f"{data['val_images']} validation images. Every model is trained once per seed "
+        f"({', '.join(map(str, accuracy['seeds']))}: initial weights and batch order); AP is "
+        "the mean over the seeds, the lowest and highest seed in brackets; a difference is the "
+        "mean, each seed's in square brackets. "
+        f"Device: {accuracy['device']}. Inference: one image per call, the fastest of "
+        f"{accuracy.get('repeats_per_image', 1)} calls, median over "
+        f"{accuracy['timed_images']} validation images per seed. Training: median step. "
+        f"Wall time {accuracy['wall_s'] / 60:.0f} min.",
+        "",
+    ]
+    header = "| model | box AP | mask AP | train s/iter | inference ms/image | peak RSS (MB) |"
+    rows = [
+        [
+            NAMES[row["model"]],
+            _ap_cell(row, "box"),
+            _ap_cell(row, "mask"),
+            f"{row['train_s_per_iter']:.2f}",
+            f"{row['inference']['median_ms']:.0f}",
+            f"{row['peak_rss_mb']:.0f}",
+        ]
+        for row in accuracy["models"]
+    ]
+    lines += table(header, rows) + [""]
+    by = {row["model"]: row for row in accuracy["models"]}
+    base, off, p2 = by["retinamask"], by.get("retinamask_no_mask_loss"), by.get("retinamask_p2")
+    if off is not None and None not in (mean_ap(base, "box"), mean_ap(off, "box")):
         lines += [
-            f"What the mask loss adds to detection, all else equal: box AP {_ap(base, 'box'):.1f} "
-            f"with it, {_ap(off, 'box'):.1f} without ({_difference(base, off, 'box')}; "
-            "`MODEL.RETINAMASK.MASK_LOSS_WEIGHT` 0).",
+            "What the mask loss adds to detection, all else equal: box AP "
+            f"{mean_ap(base, 'box'):.1f} with it, {mean_ap(off, 'box'):.1f} without "
+            f"({_ap_difference(base, off, 'box')}; `MODEL.RETINAMASK.MASK_LOSS_WEIGHT` 0).",
             "",
         ]
-    p2 = by.get("retinamask_p2")
-    if p2 is not None and _ap(base, "mask") is not None and _ap(p2, "mask") is not None:
+    if p2 is not None and None not in (mean_ap(base, "mask"), mean_ap(p2, "mask")):
         lines += [
             "Masks pooled from P2–P5 (now the default) instead of the paper's P3–P5: "
-            f"mask AP {_ap(p2, 'mask'):.1f} against {_ap(base, 'mask'):.1f} "
-            f"({_difference(p2, base, 'mask')}), box AP {_ap(p2, 'box'):.1f} against "
-            f"{_ap(base, 'box'):.1f} ({_difference(p2, base, 'box')}).",
+            f"mask AP {mean_ap(p2, 'mask'):.1f} against {mean_ap(base, 'mask'):.1f} "
+            f"({_ap_difference(p2, base, 'mask')}), box AP {mean_ap(p2, 'box'):.1f} against "
+            f"{mean_ap(base, 'box'):.1f} ({_ap_difference(p2, base, 'box')}).",
             "",
         ]
     return lines
 
 
-def _precision_note(cost: dict) -> str:
-    precision = cost.get("precision", "fp32")
-    return "" if precision == "fp32" else f", {precision}"
-
-
-def _candidates(row: dict) -> str:
-    return "–" if row.get("passing") is None else f"{row['passing']:,}"
-
-
-def _candidate_lines(costs: list[dict]) -> list[str]:
-    """RetinaNet's and RetinaMask's time against the number of passing class scores."""
-    swept = [c for c in costs if c.get("candidate_sweep")]
-    if not swept:
-        return []
+def _cost_lines(costs: list[dict]) -> list[str]:
     lines = [
+        "### Inference cost of the mask branch at COCO scale",
         "",
-        "Against the number of class scores passing the threshold (where the trained-like count "
-        f"comes from: {swept[0]['trained_like_source']}):",
+        "R50-FPN, one 800×1333 image, random weights (box regressors zeroed so that each "
+        "model returns its full 100 detections; RetinaNet-family classifier bias set so that "
+        "a given number of class scores pass the 0.05 threshold, as a trained model's do, "
+        "instead of the ~8 M a random classifier passes), each model in its own process, "
+        f"timed calls taking turns ({costs[0]['iters']} per row). ms/image: the fastest call, "
+        "the best estimate of a model's own cost on a shared machine (load only adds time); "
+        "the median in brackets.",
         "",
-        "| device | score candidates | RetinaNet ms | RetinaMask ms (50 masks) | RetinaMask / "
-        "RetinaNet |",
-        "|---|---|---|---|---|",
     ]
-    for cost in swept:
-        by = {(r["model"], r["candidates"]): r for r in cost["candidate_sweep"]}
-        for count in sorted({c for m, c in by if m == "retinanet"}):
-            rn, rm = by.get(("retinanet", count)), by.get(("retinamask", count))
-            if rn is None or rm is None:
-                continue
-            lines.append(
-                f"| {_cost_device(cost)} | {rn['passing']:,} | {rn['min_ms']:.0f} "
-                f"| {rm['min_ms']:.0f} | {rm['min_ms'] / rn['min_ms']:.2f}× |"
-            )
-    return lines
+    header = (
+        "| device | model | score candidates | masked detections | ms/image (median) "
+        "| peak memory (MB) |"
+    )
+    rows = [
+        [
+            cost["device"] + ("" if _precision(cost) == "fp32" else f", {_precision(cost)}"),
+            NAMES[row["model"]],
+            "–" if row.get("passing") is None else f"{row['passing']:,}",
+            str(row["masked"]),
+            f"{row['min_ms']:.0f} ({row['median_ms']:.0f})",
+            _memory(row),
+        ]
+        for cost in costs
+        for row in cost["models"]
+    ]
+    lines += table(header, rows)
+    swept = [c for c in costs if c.get("candidate_sweep")]
+    if swept:
+        lines += [
+            "",
+            "Against the number of class scores passing the threshold (where the trained-like "
+            f"count comes from: {swept[0]['trained_like_source']}):",
+            "",
+        ]
+        header = (
+            "| device | score candidates | RetinaNet ms | RetinaMask ms (50 masks) "
+            "| RetinaMask / RetinaNet |"
+        )
+        rows = []
+        for cost in swept:
+            by = {(r["model"], r["candidates"]): r for r in cost["candidate_sweep"]}
+            for count in sorted({c for m, c in by if m == "retinanet"}):
+                rn, rm = by.get(("retinanet", count)), by.get(("retinamask", count))
+                if rn is not None and rm is not None:
+                    rows.append(
+                        [
+                            _cost_device(cost),
+                            f"{rn['passing']:,}",
+                            f"{rn['min_ms']:.0f}",
+                            f"{rm['min_ms']:.0f}",
+                            f"{rm['min_ms'] / rn['min_ms']:.2f}×",
+                        ]
+                    )
+        lines += table(header, rows)
+    lines += [
+        "",
+        "RetinaMask's time against the number of masked detections "
+        "(`MODEL.RETINAMASK.TEST_TOPK_MASKS`; counted at the mask head):",
+        "",
+    ]
+    rows = []
+    for cost in costs:
+        sweep = cost["mask_count_sweep"]
+        base = next((r["min_ms"] for r in sweep if r["masked"] == 0), None)
+        for row in sweep:
+            extra = fmt(row["min_ms"] - base, 0) if base is not None else "–"
+            timing = f"{row['min_ms']:.0f} ({row['median_ms']:.0f})"
+            rows.append([_cost_device(cost), str(row["masked"]), timing, extra])
+    header = "| device | masked detections | ms/image (median) | + ms over 0 masks |"
+    return lines + table(header, rows) + [""]
+
+
+def _precision(cost: dict) -> str:
+    return cost.get("precision", "fp32")
+
+
+def _memory(row: dict) -> str:
+    if "peak_gpu_mb" in row:
+        return f"{row['peak_gpu_mb']:.0f} GPU, {row['peak_rss_mb']:.0f} RSS"
+    return f"{row['peak_rss_mb']:.0f} RSS"
 
 
 def _predictor_lines(predictor: dict | None) -> list[str]:
@@ -379,14 +428,12 @@ def _predictor_lines(predictor: dict | None) -> list[str]:
         f"({predictor['device']}), the variants taking turns image by image; the fastest of "
         f"{predictor['repeats']} calls per image, median over the images.",
         "",
-        "| predictor | instances per image | ms/image |",
-        "|---|---|---|",
     ]
-    for row in predictor["rows"]:
-        lines.append(
-            f"| {names.get(row['name'], row['name'])} | {row['mean_instances']:.1f} "
-            f"| {row['median_ms']:.1f} |"
-        )
+    rows = [
+        [names.get(r["name"], r["name"]), f"{r['mean_instances']:.1f}", f"{r['median_ms']:.1f}"]
+        for r in predictor["rows"]
+    ]
+    lines += table("| predictor | instances per image | ms/image |", rows)
     ap = predictor.get("ap")
     if ap:
         fp32, bf16 = ap["fp32"], ap["bf16"]
@@ -409,154 +456,286 @@ def _train_lines(trains: list[dict]) -> list[str]:
         "",
         "The models take turns step by step on the same batches in one process (learning rate 0, "
         "so every step does the work of the starting weights); median s/iter "
-        "(`benchmarks/train_cost.py`).",
+        "(`python -m benchmarks.timing.train_cost`).",
         "",
-        "| setting | model | AMP | s/iter | × RetinaNet | peak GPU memory (MB) |",
-        "|---|---|---|---|---|---|",
     ]
+    rows = []
     for train in trains:
         base = {r["amp"]: r["s_per_iter"] for r in train["rows"] if r["model"] == "retinanet"}
         for row in train["rows"]:
             ratio = row["s_per_iter"] / base[row["amp"]] if row["amp"] in base else None
-            lines.append(
-                f"| {_train_where(train)} | {NAMES[row['model']]} | "
-                f"{'on' if row['amp'] else 'off'} | {row['s_per_iter']:.3f} "
-                f"| {_fmt(ratio, 2)} | {_fmt(row.get('peak_gpu_mb'), 0)} |"
+            rows.append(
+                [
+                    _train_where(train),
+                    NAMES[row["model"]],
+                    "on" if row["amp"] else "off",
+                    f"{row['s_per_iter']:.3f}",
+                    fmt(ratio, 2),
+                    fmt(row.get("peak_gpu_mb"), 0),
+                ]
             )
-    return [*lines, ""]
+    header = "| setting | model | AMP | s/iter | × RetinaNet | peak GPU memory (MB) |"
+    return lines + table(header, rows) + [""]
 
 
 def _paste_lines(paste: dict | None) -> list[str]:
+    """The rejected one-pass paste's measurement (its script left the tree; the JSON stays)."""
     if paste is None:
         return []
     lines = [
         "### Mask pasting on the CPU",
         "",
         "detectron2's paste (one mask at a time) against one pass over all of an image's masks "
-        "(`benchmarks/paste_cost.py`, fastest of "
-        f"{paste['iters']} calls); detectron2's is kept.",
+        "(`benchmarks/paste_cost.py` of commit 95d7dcf, since removed; "
+        f"fastest of {paste['iters']} calls); detectron2's is kept.",
         "",
-        "| image | masks | detectron2 ms | one pass ms |",
-        "|---|---|---|---|",
     ]
-    for row in paste["rows"]:
-        lines.append(
-            f"| {row['scale']} | {row['masks']} | {row['detectron2_ms']:.1f} "
-            f"| {row['one_pass_ms']:.1f} |"
+    rows = [
+        [r["scale"], str(r["masks"]), f"{r['detectron2_ms']:.1f}", f"{r['one_pass_ms']:.1f}"]
+        for r in paste["rows"]
+    ]
+    return lines + table("| image | masks | detectron2 ms | one pass ms |", rows) + [""]
+
+
+# The thin-objects benchmark (thin_objects.md).
+
+
+def thin_group(rows: list[dict]) -> dict[tuple[str, str], list[dict]]:
+    """Rows by (variant, test), each list in seed order."""
+    groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    for row in rows:
+        groups[(row["variant"], row["test"])].append(row)
+    return {k: sorted(v, key=lambda r: r["seed"]) for k, v in groups.items()}
+
+
+def _get(row: dict, path: str) -> float | None:
+    value: object = row
+    for part in path.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return float(value)
+
+
+def values(rows: list[dict], path: str) -> list[float]:
+    """The value at the dotted ``path`` of each row that has one."""
+    return [v for v in (_get(r, path) for r in rows) if v is not None]
+
+
+def _cell(rows: list[dict], path: str, digits: int = 1) -> str:
+    return mean_cell(values(rows, path), digits)
+
+
+def _mean(rows: list[dict], path: str) -> float | None:
+    found = values(rows, path)
+    return fmean(found) if found else None
+
+
+def _thin_difference(a: list[dict], b: list[dict], path: str) -> str:
+    """``a`` minus ``b`` per common seed."""
+    b_by_seed = {r["seed"]: r for r in b}
+    pairs = [(_get(r, path), _get(b_by_seed.get(r["seed"], {}), path)) for r in a]
+    return difference([(x, y) for x, y in pairs if x is not None and y is not None])
+
+
+def thin_name(key: tuple[str, str]) -> str:
+    return THIN_NAMES.get(key[0], key[0]) + THIN_TESTS.get(key[1], f" + {key[1]}")
+
+
+def thin_markdown(result: dict) -> str:
+    """The thin-objects block."""
+    groups = thin_group(result["rows"])
+    spec, data = result["spec"], result["data"]
+    stats = data["statistics"]
+    seeds = sorted({r["seed"] for r in result["rows"]})
+    notes = "".join(f" {note}" for note in result.get("notes", []))
+    lines = [
+        f"Thin-objects set (`{THIN_DATA_COMMAND}`): {data['train_images']} training and "
+        f"{data['val_images']} validation images of 256–384 px, resized to a long side of "
+        f"{spec['image_size']} px; {stats['gt']} validation objects, "
+        f"{stats['thin_fraction']:.0f}% of them thin (mask < 25% of the box); "
+        f"{stats['box_nms_at_risk']:.0f}% of all and {stats['box_nms_at_risk_thin']:.0f}% of "
+        f"the thin ones overlap a same-class object's box at IoU > {stats['nms_iou']} "
+        "(one of each such pair is lost to box NMS when both are found with those boxes). "
+        f"Every model from scratch: R-{spec['depth']}-GN, {spec['fpn_channels']}-channel FPN, "
+        f"{spec['head_convs']} head convs, {spec['mask_convs']}×{spec['mask_dim']} mask head, "
+        f"batch {spec['ims_per_batch']}, {spec['max_iter']} iterations, seeds "
+        f"{', '.join(map(str, seeds))}; {result['device']}. "
+        "Cells: mean over the seeds (lowest–highest); Δ: per seed [each seed]. "
+        "Thin AP: pycocotools AP with the other objects ignored (`benchmarks/thin/metrics.py`). "
+        "ms/image and s/iter: as measured during the accuracy runs, two of which ran side by "
+        'side; "alone": timed one at a time afterwards (`python -m benchmarks.thin.objects '
+        f"--timing`: {THIN_TIMING_NOTE})." + notes,
+        "",
+    ]
+    order = [k for k in groups if k[1] == ""] + [k for k in groups if k[1] != ""]
+    timing = result.get("timing", {})
+    rows = []
+    for key in order:
+        group = groups[key]
+        alone = timing.get(key[0]) if key[1] == "" else None
+        rows.append(
+            [thin_name(key), str(len(group))]
+            + [_cell(group, p) for p in ("box.AP", "mask.AP", "box.thin_AP", "mask.thin_AP")]
+            + [_cell(group, "ms_per_image", 0), _cell(group, "train_s_per_iter", 2)]
+            + (
+                [f"{alone['ms_per_image']:.0f}", f"{alone['train_s_per_iter']:.2f}"]
+                if alone
+                else ["–", "–"]
+            )
         )
-    return [*lines, ""]
-
-
-def _memory(row: dict) -> str:
-    if "peak_gpu_mb" in row:
-        return f"{row['peak_gpu_mb']:.0f} GPU, {row['peak_rss_mb']:.0f} RSS"
-    return f"{row['peak_rss_mb']:.0f} RSS"
-
-
-def plot_accuracy(accuracy: dict, path: Path) -> None:
-    """Four bar charts: box AP, mask AP, training s/iter, inference ms/image."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = accuracy["models"]
-    no_spread = [[] for _ in rows]
-    panels = [  # (title, bar heights, each bar's per-seed values for its min-max line)
-        ("box AP", [_ap(r, "box") for r in rows], [_seed_aps(r, "box") for r in rows]),
-        ("mask AP", [_ap(r, "mask") for r in rows], [_seed_aps(r, "mask") for r in rows]),
-        ("training s/iter", [r["train_s_per_iter"] for r in rows], no_spread),
-        ("inference ms/image", [r["inference"]["median_ms"] for r in rows], no_spread),
-    ]
-    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
-    for ax, (title, values, spreads) in zip(axes.flat, panels):
-        for i, (row, value, aps) in enumerate(zip(rows, values, spreads)):
-            if value is None:
-                ax.text(i, 0, "n/a", ha="center", va="bottom", fontsize=9)
-                continue
-            ax.bar(i, value, color=COLORS[row["model"]])
-            if len(aps) > 1:  # the lowest to the highest seed
-                ax.errorbar(i, value, [[value - min(aps)], [max(aps) - value]], color="black")
-            ax.text(i + 0.1, value, _bar_label(value), ha="left", va="bottom", fontsize=9)
-        labels = [NAMES[r["model"]].replace(" (", "\n(").replace(", ", ",\n") for r in rows]
-        ax.set_xticks(range(len(rows)), labels, fontsize=8)
-        ax.set_title(title, fontsize=10)
-        ax.margins(y=0.15)
-    fig.suptitle(
-        f"Synthetic shapes, same backbone and schedule — {accuracy['device']}", fontsize=10
+    lines += table(
+        "| Model | seeds | box AP | mask AP | thin box AP | thin mask AP | ms/image | s/iter "
+        "| alone: ms/image | s/iter |",
+        rows,
     )
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    if THIN_BASELINE in groups:
+        base = groups[THIN_BASELINE]
+        lines += [
+            "",
+            "Against RetinaMask with the paper's masks, same seed "
+            "(Δ mask AP, Δ thin mask AP, Δ box AP):",
+            "",
+        ]
+        rows = [
+            [thin_name(key)]
+            + [
+                _thin_difference(groups[key], base, p)
+                for p in ("mask.AP", "mask.thin_AP", "box.AP")
+            ]
+            for key in order
+            if key != THIN_BASELINE and key[0] != "retinanet"
+        ]
+        lines += table("| Change | Δ mask AP | Δ thin mask AP | Δ box AP |", rows)
+    lines += _thin_per_class(groups, order) + _thin_breakdown(groups, order)
+    lines += _thin_targets(groups, result)
+    return "\n".join(lines) + "\n"
 
 
-def _bar_label(value: float) -> str:
-    return f"{value:.2f}" if value < 10 else f"{value:.1f}" if value < 100 else f"{value:.0f}"
+def _thin_per_class(groups: dict, order: list) -> list[str]:
+    classes = next(
+        (
+            list(g[0]["mask"]["per_class"])
+            for g in groups.values()
+            if "per_class" in g[0].get("mask", {})
+        ),
+        None,
+    )
+    if classes is None:
+        return []
+    rows = []
+    for key in order:
+        if key[1] in ("", "mask_nms"):
+            task = "mask" if values(groups[key], "mask.AP") else "box"
+            rows.append(
+                [thin_name(key)] + [_cell(groups[key], f"{task}.per_class.{c}") for c in classes]
+            )
+    header = "| Model | " + " | ".join(classes) + " |"
+    return ["", "Mask AP per class (box AP for RetinaNet):", ""] + table(header, rows)
 
 
-def plot_inference_cost(costs: list[dict], path: Path) -> None:
-    """One panel per device: RetinaMask ms/image (fastest call, bar up to the median) against
-    masked detections, with RetinaNet's and Mask R-CNN's fastest calls as lines."""
-    import matplotlib
+def _thin_breakdown(groups: dict, order: list) -> list[str]:
+    lines = [
+        "",
+        "Where thin objects are lost (thin objects only; all objects in brackets): box recall at "
+        "IoU 0.5 with a same-class detection (any score), the same with a detection of any "
+        "class, mean mask IoU of the matched detections, confident (score ≥ 0.3) duplicates and "
+        "class confusions per object, objects with an anchor of IoU ≥ 0.5, anchors of a square "
+        "input:",
+        "",
+    ]
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    def both(group: list[dict], thin: str, every: str, digits: int = 1) -> str:
+        return f"{fmt(_mean(group, thin), digits)} ({fmt(_mean(group, every), digits)})"
 
-    fig, axes = plt.subplots(1, len(costs), figsize=(5.5 * len(costs), 3.8), squeeze=False)
-    for ax, cost in zip(axes[0], costs):
-        sweep = cost["mask_count_sweep"]
-        fastest = [r["min_ms"] for r in sweep]
-        spread = [[0.0] * len(sweep), [r["median_ms"] - f for f, r in zip(fastest, sweep)]]
-        ax.errorbar(
-            [r["masked"] for r in sweep],
-            fastest,
-            yerr=spread,
-            fmt="o-",
-            capsize=3,
-            color=COLORS["retinamask"],
-            label="RetinaMask (bar: up to the median)",
+    rows = []
+    for key in order:
+        group = groups[key]
+        cells = [
+            both(group, f"breakdown.thin.{name}", f"breakdown.all.{name}", digits)
+            for name, digits in (
+                ("box_recall", 1),
+                ("box_recall_any_class", 1),
+                ("mask_iou", 1),
+                ("duplicates_per_gt", 2),
+                ("confusions_per_gt", 2),
+            )
+        ]
+        anchors = (
+            both(group, "anchors.thin", "anchors.all") if values(group, "anchors.thin") else "–"
         )
-        for row in cost["models"]:
-            if row["model"] == "retinamask":
-                continue
-            label = f"{NAMES[row['model']]} ({row['masked']} masks)"
-            ax.axhline(row["min_ms"], color=COLORS[row["model"]], ls="--", label=label)
-        ax.set_xlabel("masked detections")
-        ax.set_ylabel("ms / image (fastest call)")
-        ax.set_ylim(bottom=0)
-        ax.set_title(f"R50-FPN 800×1333 — {cost['device']}", fontsize=9)
-        ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+        rows.append([thin_name(key), *cells, anchors, fmt(_mean(group, "anchors.count_square"), 0)])
+    header = (
+        "| Model | box recall | any-class recall | mask IoU | duplicates | confusions | "
+        "anchor IoU ≥ 0.5 | anchors |"
+    )
+    return lines + table(header, rows)
 
 
-def write_report(results_dir: Path) -> str:
-    """Write the markdown and the plots for the results in ``results_dir``; return the markdown."""
-    accuracy, costs = load_results(results_dir)
-    if accuracy is None and not costs:
-        raise FileNotFoundError(f"no accuracy.json or inference_cost_*.json in {results_dir}")
-    text = markdown(accuracy, costs, load_extra_results(results_dir))
-    (results_dir / "benchmarks.md").write_text(text, encoding="utf-8")
-    if accuracy is not None:
-        plot_accuracy(accuracy, results_dir / "accuracy.png")
-    if costs:
-        plot_inference_cost(costs, results_dir / "inference_cost.png")
-    thin = load_thin_objects(results_dir)
-    if thin is not None:
-        (results_dir / "thin_objects.md").write_text(thin_report.markdown(thin), encoding="utf-8")
-        thin_report.plot(thin, results_dir / "thin_objects.png")
-    return text
+def _thin_targets(groups: dict, result: dict) -> list[str]:
+    """The thin-objects targets for the best RetinaMask row by thin mask AP, each a verdict."""
+    if THIN_BASELINE not in groups or THIN_MASK_RCNN not in groups:
+        return []
+    base, mrcnn = groups[THIN_BASELINE], groups[THIN_MASK_RCNN]
+    candidates = [k for k in groups if k[0].startswith("retinamask")]
+    best = max(candidates, key=lambda k: _mean(groups[k], "mask.thin_AP") or -1.0)
+    rows = groups[best]
+
+    def compare(a: float | None, b: float | None, op) -> str:
+        return verdict(None if a is None or b is None else op(a, b))
+
+    def thin_compare(a: float | None, b: float | None, op) -> str:
+        # A thin-AP target between zeros shows nothing: no model found a thin mask.
+        if a is not None and b is not None and a <= 0.0 and b <= 0.0:
+            return "**not shown** (all 0)"
+        return compare(a, b, op)
+
+    thin, thin_base = _mean(rows, "mask.thin_AP"), _mean(base, "mask.thin_AP")
+    thin_mrcnn = _mean(mrcnn, "mask.thin_AP")
+    mask, mask_mrcnn = _mean(rows, "mask.AP"), _mean(mrcnn, "mask.AP")
+    box, box_mrcnn = _mean(rows, "box.AP"), _mean(mrcnn, "box.AP")
+    ms, ms_mrcnn = _mean(rows, "ms_per_image"), _mean(mrcnn, "ms_per_image")
+    timing = result.get("timing", {})
+    if best[1] == "" and best[0] in timing and "mask_rcnn" in timing:
+        ms, ms_mrcnn = timing[best[0]]["ms_per_image"], timing["mask_rcnn"]["ms_per_image"]
+    target_rows = [
+        [
+            "thin mask AP ≥ 2 × the paper's masks'",
+            f"{fmt(thin)} vs 2 × {fmt(thin_base)}",
+            thin_compare(thin, thin_base, lambda a, b: a >= 2 * b),
+        ],
+        [
+            "thin mask AP ≥ Mask R-CNN's",
+            f"{fmt(thin)} vs {fmt(thin_mrcnn)}",
+            thin_compare(thin, thin_mrcnn, lambda a, b: a >= b),
+        ],
+        [
+            "mask AP ≥ Mask R-CNN's − 1",
+            f"{fmt(mask)} vs {fmt(mask_mrcnn)}",
+            compare(mask, mask_mrcnn, lambda a, b: a >= b - 1),
+        ],
+        [
+            "box AP ≥ Mask R-CNN's",
+            f"{fmt(box)} vs {fmt(box_mrcnn)}",
+            compare(box, box_mrcnn, lambda a, b: a >= b),
+        ],
+        [
+            "ms/image ≤ Mask R-CNN's",
+            f"{fmt(ms, 0)} vs {fmt(ms_mrcnn, 0)}",
+            compare(ms, ms_mrcnn, lambda a, b: a <= b),
+        ],
+    ]
+    intro = f"Targets, for the best RetinaMask row by thin mask AP ({thin_name(best)}), seed means:"
+    return ["", intro, ""] + table("| Target | measured | verdict |", target_rows)
 
 
-def load_thin_objects(results_dir: Path) -> dict | None:
-    """The thin-objects benchmark's results, or None."""
-    path = results_dir / "thin_objects.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+# The other generated blocks: the quickstart's line, its variants, the exported model's speed.
 
 
 def quickstart_markdown(summary: dict) -> str:
-    """The README's quickstart measurement, from a quickstart run's summary.json."""
+    """The quickstart measurement, from a quickstart run's summary.json."""
     ap, seconds = summary["ap"], summary["seconds"]
     threads = summary["omp_num_threads"]
     parts = ", ".join(f"{name} {_minutes(t)}" for name, t in seconds.items())
@@ -579,8 +758,34 @@ def _per_class_mask_ap(ap: dict) -> str:
     return "; mask AP per class: " + ", ".join(f"{name} {value:.1f}" for name, value in classes)
 
 
+def _minutes(seconds: float) -> str:
+    return f"{int(seconds // 60)} min {int(seconds % 60):02d} s"
+
+
+def quickstart_variants_markdown(result: dict) -> str:
+    """Box and mask AP (per class too) of each quickstart variant: seed mean (lowest–highest)."""
+    runs: dict[str, list[dict]] = defaultdict(list)
+    for run in result["runs"]:
+        runs[run["variant"]].append(run)
+    classes = sorted(
+        {k.split("AP-", 1)[1] for r in result["runs"] for k in r["ap"] if k.startswith("segm/AP-")}
+    )
+    keys = ["bbox/AP", "segm/AP"] + [f"segm/AP-{c}" for c in classes]
+    rows = []
+    for name, info in result["variants"].items():
+        found = sorted(runs.get(name, []), key=lambda r: r["seed"])
+        if found:
+            seeds = ", ".join(str(r["seed"]) for r in found)
+            cells = [mean_cell([r["ap"][k] for r in found if k in r["ap"]]) for k in keys]
+            rows.append([info["description"], seeds, *cells])
+    header = "| quickstart variant | seeds | box AP | mask AP | " + " | ".join(
+        f"mask AP {c}" for c in classes
+    )
+    return "\n".join(table(header + " |", rows)) + "\n"
+
+
 def export_markdown(speed: dict) -> str:
-    """The README's table of the exported model's speed, from ``export_speed_cpu.json``."""
+    """The exported model's speed, from ``export_speed_cpu.json``."""
     rounds = sorted({row[name]["n"] for row in speed["rows"] for name in ("eager", "onnxruntime")})
     lines = [
         f"{speed['device']}; onnxruntime {speed['onnxruntime']} with the same thread count. "
@@ -588,22 +793,22 @@ def export_markdown(speed: dict) -> str:
         "runtimes taking turns on one image; the median in brackets. Random weights set up to "
         "return 100 detections, 50 with masks.",
         "",
-        "| model | input | eager | TorchScript | onnxruntime | results against eager's |",
-        "|---|---|---|---|---|---|",
     ]
+    rows = []
     for row in speed["rows"]:
-        cells = [f"{row[n]['ms']:.0f} ({row[n]['median_ms']:.0f})" for n in EXPORT_RUNTIMES]
         checks = "; ".join(
             f"{label}: {_agreement(row[name])}"
             for name, label in (("torchscript", "TorchScript"), ("onnxruntime", "ONNX"))
         )
         height, width = row["input"]
         ties = f"; {row['eager_tied_scores']} tied scores" if row["eager_tied_scores"] else ""
-        lines.append(
-            f"| {row['model']} | {height}×{width} | {' | '.join(cells)} "
-            f"| {row['eager_detections']} eager detections{ties}; {checks} |"
+        rows.append(
+            [row["model"], f"{height}×{width}"]
+            + [f"{row[n]['ms']:.0f} ({row[n]['median_ms']:.0f})" for n in EXPORT_RUNTIMES]
+            + [f"{row['eager_detections']} eager detections{ties}; {checks}"]
         )
-    return "\n".join(lines)
+    header = "| model | input | eager | TorchScript | onnxruntime | results against eager's |"
+    return "\n".join(lines + table(header, rows))
 
 
 def _agreement(result: dict) -> str:
@@ -616,94 +821,77 @@ def _agreement(result: dict) -> str:
     return text
 
 
-def _minutes(seconds: float) -> str:
-    return f"{int(seconds // 60)} min {int(seconds % 60):02d} s"
+# Writing the results.
 
 
-def update_readme(readme: Path, blocks: dict[str, str]) -> None:
-    """Replace what stands between ``<!-- generated:NAME -->`` and ``<!-- /generated:NAME -->``."""
-    text = readme.read_text(encoding="utf-8")
+def update_blocks(path: Path, blocks: dict[str, str]) -> None:
+    """Replace what stands between ``<!-- generated:NAME -->`` and ``<!-- /generated:NAME -->``
+    in ``path`` by ``blocks[NAME]``; a missing marker is an error, before anything is written."""
+    text = path.read_text(encoding="utf-8")
     for name, body in blocks.items():
         start, end = f"<!-- generated:{name} -->", f"<!-- /generated:{name} -->"
         head, found_start, rest = text.partition(start)
         _, found_end, tail = rest.partition(end)
         if not (found_start and found_end):
-            raise ValueError(f"{readme} has no {start} ... {end} block")
+            raise ValueError(f"{path} has no {start} ... {end} block")
         text = f"{head}{start}\n{body.strip()}\n{end}{tail}"
-    readme.write_text(text, encoding="utf-8")
+    path.write_text(text, encoding="utf-8")
 
 
-def readme_blocks(results_dir: Path, section: str) -> dict[str, str]:
-    """The generated README blocks: the section without its heading, the quickstart line and
-    the exported model's speed."""
-    blocks = {"benchmarks": section.split("\n", 1)[1]}
-    quickstart = results_dir / "quickstart.json"
-    if quickstart.is_file():
-        blocks["quickstart"] = quickstart_markdown(json.loads(quickstart.read_text()))
-    export_speed = results_dir / "export_speed_cpu.json"
-    if export_speed.is_file():
-        blocks["export"] = export_markdown(json.loads(export_speed.read_text()))
-    thin = load_thin_objects(results_dir)
+def load(results_dir: Path, name: str) -> dict | None:
+    """The results file ``name`` in ``results_dir``, or None."""
+    path = results_dir / name
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def blocks(results_dir: Path) -> dict[str, str]:
+    """The generated blocks (MARKERS) that the results in ``results_dir`` give."""
+    accuracy, costs = load_results(results_dir)
+    out = {}
+    if accuracy is not None or costs:
+        section = markdown(accuracy, costs, load_extra_results(results_dir))
+        out["benchmarks"] = section.split("\n", 1)[1]  # without its heading
+    makers = {
+        "quickstart": ("quickstart.json", quickstart_markdown),
+        "export": ("export_speed_cpu.json", export_markdown),
+        "thin_objects": ("thin_objects.json", thin_markdown),
+        "quickstart_variants": ("quickstart_variants.json", quickstart_variants_markdown),
+    }
+    for marker, (name, make) in makers.items():
+        result = load(results_dir, name)
+        if result is not None:
+            out[marker] = make(result)
+    return out
+
+
+def publish(results_dir: Path, doc: Path | None = None) -> dict[str, str]:
+    """Write ``benchmarks.md``, ``thin_objects.md`` and the plots into ``results_dir``; for the
+    committed results also the blocks of ``doc`` (default DOC). Returns the blocks."""
+    from benchmarks import plots
+
+    accuracy, costs = load_results(results_dir)
+    if accuracy is None and not costs:
+        raise FileNotFoundError(f"no accuracy.json or inference_cost_*.json in {results_dir}")
+    found = blocks(results_dir)
+    (results_dir / "benchmarks.md").write_text("## Benchmarks\n" + found["benchmarks"], "utf-8")
+    if accuracy is not None:
+        plots.accuracy_plot(accuracy, results_dir / "accuracy.png")
+    if costs:
+        plots.inference_cost_plot(costs, results_dir / "inference_cost.png")
+    thin = load(results_dir, "thin_objects.json")
     if thin is not None:
-        blocks["thin_objects"] = thin_report.markdown(thin)
-    variants = results_dir / "quickstart_variants.json"
-    if variants.is_file():
-        blocks["quickstart_variants"] = quickstart_variants_markdown(
-            json.loads(variants.read_text())
-        )
-    return blocks
-
-
-def quickstart_variants_markdown(result: dict) -> str:
-    """Box and mask AP (per class too) of each quickstart variant: seed mean (lowest–highest)."""
-    runs: dict[str, list[dict]] = {}
-    for run in result["runs"]:
-        runs.setdefault(run["variant"], []).append(run)
-    classes = sorted(
-        {k.split("AP-", 1)[1] for r in result["runs"] for k in r["ap"] if k.startswith("segm/AP-")}
-    )
-
-    def cell(rows: list[dict], key: str) -> str:
-        values = [r["ap"][key] for r in rows if key in r["ap"]]
-        if not values:
-            return "–"
-        mean = sum(values) / len(values)
-        spread = f" ({min(values):.1f}–{max(values):.1f})" if len(values) > 1 else ""
-        return f"{mean:.1f}{spread}"
-
-    lines = [
-        "| quickstart variant | seeds | box AP | mask AP | "
-        + " | ".join(f"mask AP {c}" for c in classes)
-        + " |",
-        "|---|---|---|---|" + "---|" * len(classes),
-    ]
-    for name, info in result["variants"].items():
-        rows = sorted(runs.get(name, []), key=lambda r: r["seed"])
-        if not rows:
-            continue
-        seeds = ", ".join(str(r["seed"]) for r in rows)
-        lines.append(
-            f"| {info['description']} | {seeds} | {cell(rows, 'bbox/AP')} | "
-            f"{cell(rows, 'segm/AP')} | "
-            + " | ".join(cell(rows, f"segm/AP-{c}") for c in classes)
-            + " |"
-        )
-    return "\n".join(lines) + "\n"
-
-
-def publish(results_dir: Path) -> str:
-    """``write_report``; for the committed results also the README's generated blocks."""
-    text = write_report(results_dir)
-    if results_dir.resolve() == RESULTS_DIR.resolve():
-        update_readme(README, readme_blocks(results_dir, text))
-    return text
+        (results_dir / "thin_objects.md").write_text(found["thin_objects"], encoding="utf-8")
+        plots.thin_objects_plot(thin, results_dir / "thin_objects.png")
+    if doc is not None or results_dir.resolve() == RESULTS_DIR.resolve():
+        update_blocks(doc or DOC, found)
+    return found
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     args = parser.parse_args()
-    print(publish(args.results_dir))
+    print(publish(args.results_dir)["benchmarks"])
 
 
 if __name__ == "__main__":

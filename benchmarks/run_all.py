@@ -1,8 +1,8 @@
 """Run every benchmark, then write the README section and the plots (``make bench``).
 
-    python benchmarks/run_all.py --threads 2      # ~1 hour on a 2-core CPU
-    python benchmarks/run_all.py --device cuda    # COCO-scale timings on the GPU as well
-    python benchmarks/run_all.py --quick          # seconds; results in benchmarks/results/tmp
+    python -m benchmarks.run_all --threads 2      # ~1 hour on a 2-core CPU (make bench)
+    python -m benchmarks.run_all --device cuda    # COCO-scale timings on the GPU as well
+    python -m benchmarks.run_all --quick          # seconds; results in benchmarks/results/tmp
 
 The accuracy benchmark always runs on the CPU (its numbers are the CPU's); the COCO-scale
 inference benchmark runs on the CPU and, with ``--device cuda``, on the GPU too, each device
@@ -15,15 +15,13 @@ import sys
 import time
 from pathlib import Path
 
-from harness import RESULTS_DIR
-from report import publish
-
-HERE = Path(__file__).resolve().parent
+from benchmarks.harness import RESULTS_DIR
+from benchmarks.report import publish
 
 
-def run_script(name: str, args: list[str]) -> None:
-    """Run ``benchmarks/<name>`` with this Python; stop everything if it fails."""
-    cmd = [sys.executable, str(HERE / name), *args]
+def run_module(name: str, args: list[str]) -> None:
+    """Run ``python -m benchmarks.<name>`` with this Python; stop everything if it fails."""
+    cmd = [sys.executable, "-m", f"benchmarks.{name}", *args]
     print("+", " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True)
 
@@ -46,13 +44,15 @@ def main() -> None:
     start = time.perf_counter()
     if not args.skip_accuracy:
         seeds = ["--seeds", *map(str, args.seeds)] if args.seeds else []
-        run_script("accuracy.py", [*common, *seeds, "--out", str(results / "accuracy.json")])
+        run_module(
+            "accuracy.compare_models", [*common, *seeds, "--out", str(results / "accuracy.json")]
+        )
     if not args.skip_inference:
         devices = ["cpu"] if args.device == "cpu" else ["cpu", args.device]
         for device in devices:
             out = results / f"inference_cost_{device.split(':')[0]}.json"
-            run_script("inference_cost.py", [*common, "--device", device, "--out", str(out)])
-    print(publish(results))
+            run_module("timing.inference_cost", [*common, "--device", device, "--out", str(out)])
+    print(publish(results)["benchmarks"])
     print(f"run_all: results in {results}, {time.perf_counter() - start:.0f} s")
 
 

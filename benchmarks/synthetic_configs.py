@@ -1,8 +1,8 @@
 """Configs of the three models for the accuracy benchmarks on synthetic data.
 
-Each model starts from its own base config: RetinaMask from the project's tiny from-scratch
-recipe (``configs/quick_schedules/retinamask_R18_GN_scratch_instant_test.yaml``, itself on
-``Base-RetinaMask.yaml``), detectron2's RetinaNet and Mask R-CNN from ``Base-RetinaNet.yaml`` and
+Each model starts from its own base config: RetinaMask from the project's small synthetic setting
+(``configs/quickstart/Base-RetinaMask-R18-synthetic.yaml``, itself on ``Base-RetinaMask.yaml``;
+the schedule is set here), detectron2's RetinaNet and Mask R-CNN from ``Base-RetinaNet.yaml`` and
 ``Base-RCNN-FPN.yaml`` with masks, so each keeps what makes it that model (detectron2's RetinaNet
 keeps its P6-from-res5, box coder and NMS 0.5; Mask R-CNN its RPN, 512 sampled RoIs per image and
 box head). The detectron2 models get the recipe's from-scratch keys (``FROM_SCRATCH_KEYS``, read
@@ -26,7 +26,7 @@ BASE_CONFIGS = {
     "retinanet": "Base-RetinaNet.yaml",
     "mask_rcnn": "Base-RCNN-FPN.yaml",
 }
-RECIPE = "quick_schedules/retinamask_R18_GN_scratch_instant_test.yaml"
+RECIPE = "quickstart/Base-RetinaMask-R18-synthetic.yaml"
 # What training from scratch needs, taken from RECIPE for every model (RetinaMask has it already).
 FROM_SCRATCH_KEYS = (
     "MODEL.WEIGHTS",

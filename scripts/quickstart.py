@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         "cpu_count": os.cpu_count(),
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
     }
-    # benchmarks/report.py writes the README's quickstart line from a copy of this file.
+    # benchmarks.report writes the generated quickstart line from a copy of this file.
     (output / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return ap
 

@@ -2,8 +2,6 @@
 
 import json
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -184,8 +182,7 @@ def test_description_counts_no_masks_for_box_only_models():
 
 
 def test_speed_table_comes_from_the_benchmark_json():
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-    import report
+    from benchmarks import report
 
     timing = {"ms": 90.4, "median_ms": 120.0, "n": 3}
     matched = {"detections": 100, "matched_eager": 100, "max_box_diff_px": 1.5e-5}

@@ -1,5 +1,5 @@
 """The model on a GPU: a training step in fp32 and in AMP, inference, and the mask branch in both
-memory layouts. Run by ``benchmarks/gpu_check.sh``; skipped without CUDA.
+memory layouts. Run by ``benchmarks/timing/gpu_check.sh``; skipped without CUDA.
 
 ``RETINAMASK_TEST_DEVICE`` picks the device (default "cuda"); "cpu" runs the same checks on the
 CPU, which is how ``gpu_check.sh --cpu-dry-run`` checks them on a machine without a GPU.

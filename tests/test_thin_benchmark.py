@@ -1,19 +1,14 @@
-"""The thin-objects benchmark's data and metrics on hand-made cases (no training)."""
+"""The thin-objects benchmark's data set and metrics on hand-made cases (no training); its tables
+are tested with the other results in test_benchmark_report.py."""
 
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pycocotools.mask as mask_util
 import pytest
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-sys.path.insert(0, str(BENCHMARKS))
-
-import thin_metrics  # noqa: E402  (a script folder, not a package)
-import thin_report  # noqa: E402
-import thin_shapes_data  # noqa: E402
+from benchmarks.thin import data as thin_shapes_data
+from benchmarks.thin import metrics as thin_metrics
 
 
 def _rle(mask: np.ndarray) -> dict:
@@ -162,80 +157,3 @@ def test_bars_have_their_exact_width_when_axis_aligned():
     assert mask.any(axis=1).sum() == 3 and mask.any(axis=0).sum() == 40
     mask = thin_shapes_data._bar_mask((64, 64), np.array([32.0, 32.0]), 40, 2, np.pi / 2)
     assert mask.any(axis=0).sum() == 2 and mask.any(axis=1).sum() == 40
-
-
-def _row(variant, seed, mask_ap, thin_ap, box_ap, ms, test=""):
-    return {
-        "variant": variant,
-        "test": test,
-        "seed": seed,
-        "box": {"AP": box_ap, "thin_AP": 1.0, "per_class": {"bar": box_ap}},
-        "mask": {"AP": mask_ap, "thin_AP": thin_ap, "per_class": {"bar": mask_ap}},
-        "ms_per_image": ms,
-        "train_s_per_iter": 1.0,
-        "breakdown": {"all": {"box_recall": 50.0}, "thin": {"box_recall": 40.0}},
-        "anchors": None,
-    }
-
-
-def test_report_targets_and_per_seed_differences():
-    rows = [
-        _row("retinamask", 0, 20.0, 5.0, 30.0, 10.0),
-        _row("retinamask", 1, 22.0, 7.0, 32.0, 10.0),
-        _row("mask_rcnn", 0, 25.0, 10.0, 33.0, 20.0),
-        _row("mask_rcnn", 1, 25.0, 10.0, 33.0, 20.0),
-        _row("retinamask_thin", 0, 24.5, 13.0, 34.0, 12.0),
-        _row("retinamask_thin", 1, 25.0, 12.0, 33.0, 12.0),
-    ]
-    result = {
-        "rows": rows,
-        "device": "CPU",
-        "spec": {
-            "image_size": 160,
-            "depth": 18,
-            "fpn_channels": 64,
-            "head_convs": 2,
-            "mask_convs": 2,
-            "mask_dim": 64,
-            "ims_per_batch": 4,
-            "max_iter": 150,
-        },
-        "data": {
-            "generator": "g",
-            "train_images": 1,
-            "val_images": 1,
-            "statistics": {
-                "gt": 2,
-                "thin_fraction": 50.0,
-                "box_nms_at_risk": 10.0,
-                "box_nms_at_risk_thin": 20.0,
-                "nms_iou": 0.4,
-            },
-        },
-    }
-    text = thin_report.markdown(result)
-    row = "| RetinaMask, paper's masks (P3–P5, BCE) | 2 | 31.0 (30.0–32.0) | 21.0 (20.0–22.0) |"
-    assert row in text
-    thin_name = thin_report.NAMES["retinamask_thin"]
-    assert f"| {thin_name} | +3.8 [+4.5, +3.0] | +6.5 [+8.0, +5.0] | +2.5 [+4.0, +1.0] |" in text
-    # best row by thin mask AP is the thin config: 12.5 >= 2 x 6 and >= 10; 24.75 >= 25 - 1;
-    # box 33.5 >= 33; 12 ms <= 20 ms.
-    assert "| thin mask AP ≥ 2 × the paper's masks' | 12.5 vs 2 × 6.0 | met |" in text
-    assert "| box AP ≥ Mask R-CNN's | 33.5 vs 33.0 | met |" in text
-    rows[4]["box"]["AP"] = 30.0
-    text = thin_report.markdown(result)
-    assert "| box AP ≥ Mask R-CNN's | 31.5 vs 33.0 | **missed** |" in text
-    for row in rows:
-        row["mask"]["thin_AP"] = 0.0
-    assert "12.5" not in thin_report.markdown(result).split("Targets")[1]
-    assert "| thin mask AP ≥ Mask R-CNN's | 0.0 vs 0.0 | **not shown** (all 0) |" in (
-        thin_report.markdown(result)
-    )
-    # Timings taken alone replace the side-by-side ones in the ms/image target.
-    result["timing"] = {
-        name: {"ms_per_image": ms, "train_s_per_iter": 0.5}
-        for name, ms in (("retinamask", 30.0), ("retinamask_thin", 30.0), ("mask_rcnn", 25.0))
-    }
-    text = thin_report.markdown(result)
-    assert "| 30 | 0.50 |" in text.split("\n\n")[1]
-    assert "ms/image ≤ Mask R-CNN's | 30 vs 25 | **missed** |" in text

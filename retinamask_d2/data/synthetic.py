@@ -24,7 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import cv2
@@ -219,33 +219,40 @@ def _image_rng(seed: int, split: str, index: int) -> np.random.Generator:
 
 def generate_split(output: Path, split: str, num_images: int, image_size: int, seed: int) -> Path:
     """Write ``output/<split>/NNNNN.png`` and ``output/<split>.json``; returns the json path."""
+    images = (render_image(_image_rng(seed, split, i), image_size) for i in range(num_images))
+    categories = [{"id": i + 1, "name": c, "supercategory": "shape"} for i, c in enumerate(CLASSES)]
+    params = {"seed": seed, "image_size": image_size}
+    return write_split(output, split, images, "retinamask_d2 synthetic shapes", params, categories)
+
+
+def write_split(
+    output: Path,
+    split: str,
+    images: Iterable[tuple[np.ndarray, list[dict]]],
+    description: str,
+    params: dict,
+    categories: list[dict],
+) -> Path:
+    """Write each (BGR image, annotations) of ``images`` to ``output/<split>/NNNNN.png`` and
+    ``output/<split>.json``, whose "info" records ``params`` for :func:`is_written`; returns the
+    json path. Every synthetic set (this one, the thin-objects benchmark's) is written here."""
     image_dir = output / split
     image_dir.mkdir(parents=True, exist_ok=True)
-    images, annotations = [], []
-    for index in range(num_images):
-        image, anns = render_image(_image_rng(seed, split, index), image_size)
+    entries, annotations = [], []
+    for index, (image, anns) in enumerate(images):
         file_name = f"{index:05d}.png"
         if not cv2.imwrite(str(image_dir / file_name), image):
             raise OSError(f"could not write {image_dir / file_name}")
-        image_id = index + 1
-        images.append(
-            {"id": image_id, "file_name": file_name, "width": image_size, "height": image_size}
-        )
+        height, width = image.shape[:2]
+        entries.append({"id": index + 1, "file_name": file_name, "width": width, "height": height})
         for ann in anns:
-            annotations.append({"id": len(annotations) + 1, "image_id": image_id, **ann})
+            annotations.append({"id": len(annotations) + 1, "image_id": index + 1, **ann})
+    info = {"description": description, "split": split, **params, "num_images": len(entries)}
     dataset = {
-        "info": {
-            "description": "retinamask_d2 synthetic shapes",
-            "split": split,
-            "seed": seed,
-            "image_size": image_size,
-            "num_images": num_images,
-        },
-        "images": images,
+        "info": info,
+        "images": entries,
         "annotations": annotations,
-        "categories": [
-            {"id": i + 1, "name": name, "supercategory": "shape"} for i, name in enumerate(CLASSES)
-        ],
+        "categories": categories,
     }
     json_path = output / f"{split}.json"
     json_path.write_text(json.dumps(dataset))
@@ -263,13 +270,20 @@ def generate(
 
 def is_generated(output: Path, counts: dict[str, int], image_size: int, seed: int) -> bool:
     """Whether ``output`` already holds exactly the splits these arguments would write."""
+    return is_written(output, counts, {"seed": seed, "image_size": image_size})
+
+
+def is_written(output: Path, counts: dict[str, int], params: dict) -> bool:
+    """Whether ``output`` holds the splits of ``counts`` (split -> number of images), each written
+    by :func:`write_split` with ``params``."""
     for split, num_images in counts.items():
         try:
             info = json.loads((output / f"{split}.json").read_text()).get("info", {})
         except (OSError, ValueError):
             return False
-        wanted = {"seed": seed, "image_size": image_size, "num_images": num_images}
-        if any(info.get(key) != value for key, value in wanted.items()):
+        if any(
+            info.get(key) != value for key, value in {**params, "num_images": num_images}.items()
+        ):
             return False
         if not all((output / split / f"{i:05d}.png").is_file() for i in range(num_images)):
             return False

@@ -177,7 +177,7 @@ def _fast_layout(pooled: Tensor) -> Tensor:
     """``pooled`` in the memory layout the mask head runs fastest in: channels-last on CPU.
 
     oneDNN runs the head's convolutions and deconvolution faster in that layout, in training
-    and inference (``benchmarks/profile_model.py`` shows it), with the same outputs up to float
+    and inference (``benchmarks.timing.profile_model`` shows it), with the same outputs up to float
     rounding. Other devices keep detectron2's layout (not measured there).
     """
     if pooled.device.type != "cpu":

@@ -229,7 +229,7 @@ class RetinaMask(RetinaNet):
                 continue
             # detectron2's paste, one mask at a time on the CPU: pasting all masks in one pass is
             # no faster on the synthetic images and slower at COCO scale, where the pixel count,
-            # not the per-mask overhead, dominates (benchmarks/paste_cost.py).
+            # not the per-mask overhead, dominates (benchmarks/results/paste_cost.json).
             output = self._suppress_by_mask(_paste_masks(masked_i, height, width))
             rest = detections_i[len(masked_i) :]
             if not self.drop_unmasked and len(rest) > 0:

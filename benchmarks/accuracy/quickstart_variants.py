@@ -1,28 +1,29 @@
 """The quickstart recipe with one mask-branch change at a time: AP per class, above all the bars.
 
 Each variant trains ``configs/quickstart/retinamask_R18_synthetic.yaml`` (the quickstart: 1200
-iterations of batch 4 on the synthetic shapes, evaluation on the 60 validation images) through
-``train_net.py`` with its ``KEY VALUE`` overrides, one thread, into
-``<work-dir>/<variant>_seed<seed>``; a finished run is not trained again, so a stopped benchmark
-continues. The results file holds each run's final box and mask AP, per class too, and its median
-step time.
+iterations of batch 4 on the synthetic shapes, evaluation on the 60 validation images) with its
+``KEY VALUE`` overrides, one thread, into ``<work-dir>/<variant>_seed<seed>``, with the
+benchmarks' training driver (the trainer and seeding of ``train_net.py``); a finished run is not
+trained again, so a stopped benchmark continues. The results file holds each run's final box and
+mask AP, per class too, and its median step time.
 
-    python benchmarks/quickstart_variants.py --seeds 0 1   # writes results/quickstart_variants.json
+    python -m benchmarks.accuracy.quickstart_variants --seeds 0 1   # quickstart_variants.json
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from statistics import median
 
-from harness import RESULTS_DIR, environment, load_average, write_json
+from detectron2.config import get_cfg
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchmarks.harness import RESULTS_DIR, ROOT, environment, load_average, set_threads, write_json
+from benchmarks.training import build_trainer, register
+from retinamask_d2 import add_retinamask_config
+from retinamask_d2.data.synthetic import generate, is_generated
+
 CONFIG = ROOT / "configs" / "quickstart" / "retinamask_R18_synthetic.yaml"
 PAPER = [
     "MODEL.RESNETS.OUT_FEATURES", '["res3","res4","res5"]',
@@ -30,6 +31,7 @@ PAPER = [
     "MODEL.RETINAMASK.MASK_IN_FEATURES", '["p3","p4","p5"]',
     "MODEL.RETINAMASK.MASK_DICE_WEIGHT", "0.0",
 ]  # fmt: skip
+DATA = {"train": 600, "val": 60}  # the quickstart's synthetic shapes
 NO_DICE = ["MODEL.RETINAMASK.MASK_DICE_WEIGHT", "0.0"]
 RATIOS = ["MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS", "[[0.2,0.5,1.0,2.0,5.0]]"]
 BOX_15 = ["MODEL.RETINAMASK.MASK_BOX_SCALE", "1.5"]
@@ -48,16 +50,13 @@ def train(variant: str, seed: int, args) -> Path:
     out = args.work_dir / f"{variant}_seed{seed}"
     if (out / "model_final.pth").is_file() and (out / "metrics.json").is_file():
         return out
-    command = [
-        sys.executable, str(ROOT / "train_net.py"), "--config-file", str(CONFIG),
-        "--train-json", str(args.data_dir / "train.json"),
-        "--train-images", str(args.data_dir / "train"),
-        "--test-json", str(args.data_dir / "val.json"),
-        "--test-images", str(args.data_dir / "val"),
-        "OUTPUT_DIR", str(out), "SEED", str(seed), *VARIANTS[variant][1],
-    ]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
-    subprocess.run(command, check=True, env=env, cwd=ROOT)
+    cfg = get_cfg()
+    add_retinamask_config(cfg)
+    cfg.merge_from_file(str(CONFIG))
+    train_name, val_name = register(args.data_dir, "quickstart_variants")
+    cfg.DATASETS.TRAIN, cfg.DATASETS.TEST = (train_name,), (val_name,)
+    cfg.merge_from_list(["OUTPUT_DIR", str(out), "SEED", str(seed), *VARIANTS[variant][1]])
+    build_trainer(cfg).train()
     return out
 
 
@@ -87,10 +86,9 @@ def main() -> None:
         "--collect-only", action="store_true", help="only gather the finished runs' results"
     )
     args = parser.parse_args()
-    if not args.collect_only and not (args.data_dir / "val.json").is_file():
-        from retinamask_d2.data.synthetic import generate
-
-        generate(args.data_dir, {"train": 600, "val": 60})
+    set_threads(args.threads)
+    if not args.collect_only and not is_generated(args.data_dir, DATA, 128, 0):
+        generate(args.data_dir, DATA)
     result = {
         "benchmark": "quickstart_variants",
         "config": str(CONFIG.relative_to(ROOT)),

@@ -21,13 +21,12 @@ pixels, exactly the pixels painted with it (occluded objects keep at least 40% o
 Everything is a function of the seed: image ``i`` of a split draws from a generator seeded with
 ``(seed, split, i)``, so the same arguments give byte-identical files.
 
-    python benchmarks/thin_shapes_data.py --output datasets/thin_shapes --train 400 --val 60
+    python -m benchmarks.thin.data --output datasets/thin_shapes --train 400 --val 60
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import zlib
 from pathlib import Path
 
@@ -35,7 +34,7 @@ import cv2
 import numpy as np
 import pycocotools.mask as mask_util
 
-from retinamask_d2.data.synthetic import visible_parts
+from retinamask_d2.data.synthetic import is_written, visible_parts, write_split
 
 CLASSES = ("hairline", "rod", "plank", "arc", "ring", "blob")
 BAR_WIDTHS = {"hairline": (2, 4), "rod": (5, 9), "plank": (10, 15)}
@@ -296,58 +295,29 @@ def _image_rng(seed: int, split: str, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, zlib.crc32(split.encode()), index, GENERATOR_VERSION])
 
 
-def generate_split(output: Path, split: str, num_images: int, seed: int) -> Path:
-    """Write ``output/<split>/NNNNN.png`` and ``output/<split>.json``; returns the json path."""
-    image_dir = output / split
-    image_dir.mkdir(parents=True, exist_ok=True)
-    images, annotations = [], []
-    for index in range(num_images):
-        image, anns = render_image(_image_rng(seed, split, index))
-        file_name = f"{index:05d}.png"
-        if not cv2.imwrite(str(image_dir / file_name), image):
-            raise OSError(f"could not write {image_dir / file_name}")
-        height, width = image.shape[:2]
-        images.append({"id": index + 1, "file_name": file_name, "width": width, "height": height})
-        for ann in anns:
-            annotations.append({"id": len(annotations) + 1, "image_id": index + 1, **ann})
-    dataset = {
-        "info": {
-            "description": "retinamask_d2 thin-objects benchmark set",
-            "split": split,
-            "seed": seed,
-            "version": GENERATOR_VERSION,
-            "num_images": num_images,
-        },
-        "images": images,
-        "annotations": annotations,
-        "categories": [
-            {"id": i + 1, "name": name, "supercategory": "thin" if name in THIN else "compact"}
-            for i, name in enumerate(CLASSES)
-        ],
+def generate(output: Path, counts: dict[str, int], seed: int = 0) -> dict[str, Path]:
+    """Write every split of ``counts`` (split name -> number of images) under ``output``."""
+    categories = [
+        {"id": i + 1, "name": name, "supercategory": "thin" if name in THIN else "compact"}
+        for i, name in enumerate(CLASSES)
+    ]
+    params = {"seed": seed, "version": GENERATOR_VERSION}
+    return {
+        split: write_split(
+            output,
+            split,
+            (render_image(_image_rng(seed, split, i)) for i in range(n)),
+            "retinamask_d2 thin-objects benchmark set",
+            params,
+            categories,
+        )
+        for split, n in counts.items()
     }
-    json_path = output / f"{split}.json"
-    json_path.write_text(json.dumps(dataset))
-    return json_path
 
 
 def is_generated(output: Path, counts: dict[str, int], seed: int) -> bool:
     """Whether ``output`` already holds exactly the splits these arguments would write."""
-    for split, num_images in counts.items():
-        try:
-            info = json.loads((output / f"{split}.json").read_text()).get("info", {})
-        except (OSError, ValueError):
-            return False
-        wanted = {"seed": seed, "version": GENERATOR_VERSION, "num_images": num_images}
-        if any(info.get(key) != value for key, value in wanted.items()):
-            return False
-        if not all((output / split / f"{i:05d}.png").is_file() for i in range(num_images)):
-            return False
-    return True
-
-
-def generate(output: Path, counts: dict[str, int], seed: int = 0) -> dict[str, Path]:
-    """Write every split of ``counts`` (split name -> number of images) under ``output``."""
-    return {split: generate_split(output, split, n, seed) for split, n in counts.items()}
+    return is_written(output, counts, {"seed": seed, "version": GENERATOR_VERSION})
 
 
 def main() -> None:

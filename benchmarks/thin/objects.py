@@ -1,5 +1,5 @@
 """The thin-objects benchmark: RetinaMask and its mechanisms against detectron2's RetinaNet and
-Mask R-CNN, on data the project's defaults were not tuned on (``thin_shapes_data.py``).
+Mask R-CNN, on data the project's defaults were not tuned on (``benchmarks/thin/data.py``).
 
 Every model trains from scratch with the same backbone, heads, input size, schedule and seed
 (``synthetic_configs``); RetinaMask variants start from the project's tiny recipe and change one
@@ -9,8 +9,8 @@ of their own. Runs go one after the other in this process (seed-major, so a stop
 has whole seeds), and the results file is rewritten after each: a run that is stopped keeps what
 it finished, and a rerun skips it.
 
-    python benchmarks/thin_objects.py --seeds 0 1 2          # writes results/thin_objects.json
-    python benchmarks/thin_objects.py --quick                # a few iterations: checks the harness
+    python -m benchmarks.thin.objects --seeds 0 1 2    # writes results/thin_objects.json
+    python -m benchmarks.thin.objects --quick          # a few iterations: checks the harness
 """
 
 from __future__ import annotations
@@ -25,7 +25,11 @@ from statistics import median
 
 import numpy as np
 import torch
-from harness import (
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.data import build_detection_test_loader
+from detectron2.evaluation.coco_evaluation import instances_to_coco_json
+
+from benchmarks.harness import (
     RESULTS_DIR,
     device_description,
     environment,
@@ -33,10 +37,18 @@ from harness import (
     set_threads,
     write_json,
 )
-from synthetic_configs import SharedSpec, build_benchmark_model, set_keys, synthetic_cfg
-from thin_metrics import anchor_recall, coco_ap, dataset_statistics, is_thin, loss_breakdown
+from benchmarks.synthetic_configs import SharedSpec, build_benchmark_model, set_keys
+from benchmarks.thin.data import generate, is_generated
+from benchmarks.thin.metrics import (
+    anchor_recall,
+    coco_ap,
+    dataset_statistics,
+    is_thin,
+    loss_breakdown,
+)
+from benchmarks.training import benchmark_cfg, register, train
 
-TRAIN_NAME, VAL_NAME = "thin_shapes_train", "thin_shapes_val"
+DATA_NAME = "thin_shapes"  # registered as <name>_train and <name>_val
 HEAD_56 = {"MODEL.ROI_MASK_HEAD.NAME": "MaskRCNNConvUpsample2xHead"}
 RATIOS = {"MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS": [[0.2, 0.5, 1.0, 2.0, 5.0]]}
 DICE = {"MODEL.RETINAMASK.MASK_DICE_WEIGHT": 1.0}
@@ -103,56 +115,13 @@ SPEC = SharedSpec(image_size=160, max_iter=500, warmup_iters=50, anchor_size=16,
 QUICK_SPEC = SharedSpec(image_size=96, max_iter=3, warmup_iters=1, ims_per_batch=2)
 
 
-def register(data_dir: Path) -> None:
-    from retinamask_d2.data.coco_json import register_coco_json
-
-    for name, split in ((TRAIN_NAME, "train"), (VAL_NAME, "val")):
-        register_coco_json(name, str(data_dir / f"{split}.json"), str(data_dir / split))
-
-
-def build_cfg(variant: str, spec: SharedSpec, num_classes: int, output_dir: Path, device: str):
+def build_cfg(variant: str, spec: SharedSpec, data_dir: Path, output_dir: Path, device: str):
     model, keys = TRAIN_VARIANTS[variant]
-    cfg = synthetic_cfg(model, spec, num_classes, str(output_dir), device)
-    set_keys(cfg, keys)
-    # Resize so that the long side is spec.image_size (the images are 256-384 px, not square).
-    cfg.INPUT.MIN_SIZE_TRAIN = (spec.image_size,)
-    cfg.INPUT.MIN_SIZE_TEST = spec.image_size
-    cfg.DATASETS.TRAIN = (TRAIN_NAME,)
-    cfg.DATASETS.TEST = ()
-    return cfg
-
-
-def train(cfg) -> tuple[torch.nn.Module, dict]:
-    """Train ``cfg``'s model; the model and its training timings."""
-    from detectron2.utils.env import seed_all_rng
-
-    from retinamask_d2.engine import Trainer
-
-    class BenchmarkTrainer(Trainer):
-        @classmethod
-        def build_model(cls, cfg):
-            return build_benchmark_model(cfg)
-
-    seed_all_rng(cfg.SEED)
-    trainer = BenchmarkTrainer(cfg)
-    trainer.resume_or_load(resume=False)
-    start = time.perf_counter()
-    trainer.train()
-    wall = time.perf_counter() - start
-    step_s = [v for v, _ in trainer.storage.history("time").values()]
-    losses = [v for v, _ in trainer.storage.history("total_loss").values()]
-    tail = max(1, len(losses) // 10)
-    return trainer.model, {
-        "train_s_per_iter": median(step_s),
-        "train_wall_s": wall,
-        "final_total_loss": median(losses[-tail:]),
-    }
+    return benchmark_cfg(model, spec, data_dir, DATA_NAME, output_dir, device, keys)
 
 
 def evaluate(model: torch.nn.Module, cfg, gt: dict, inputs: list) -> dict:
     """COCO box/mask AP (all, thin, per class), the loss breakdown and the median ms/image."""
-    from detectron2.evaluation.coco_evaluation import instances_to_coco_json
-
     id_map = {i: c["id"] for i, c in enumerate(gt["categories"])}
     model.eval()
     detections, seconds = [], []
@@ -208,29 +177,16 @@ def anchors_found(model: torch.nn.Module, gt: dict, inputs: list) -> dict | None
     return {**anchor_recall(boxes, anchors, thin), "count_square": len(_anchors(model, size, size))}
 
 
-def run_one(
-    variant: str, spec: SharedSpec, args, gt: dict, num_classes: int, old: list[dict]
-) -> list[dict]:
-    """Train one variant from ``spec.seed``; one row per test-time variant. With
-    ``args.reevaluate``, load the trained weights instead and evaluate the test-time variants
-    other than "" again (``old``: the rows this replaces, whose training timings it keeps)."""
-    from detectron2.checkpoint import DetectionCheckpointer
-    from detectron2.data import build_detection_test_loader
-
-    output_dir = args.work_dir / f"seed{spec.seed}" / variant
-    cfg = build_cfg(variant, spec, num_classes, output_dir, args.device)
-    tests = TESTS_OF.get(variant, ("",))
-    if args.reevaluate:
-        model = build_benchmark_model(cfg)
-        DetectionCheckpointer(model).load(str(output_dir / "model_final.pth"))
-        timing = {k: old[0][k] for k in ("train_s_per_iter", "train_wall_s", "final_total_loss")}
-        tests = [t for t in tests if t]
-    else:
-        model, timing = train(cfg)
-    inputs = list(build_detection_test_loader(cfg, VAL_NAME))
+def run_one(variant: str, spec: SharedSpec, args, gt: dict) -> list[dict]:
+    """Train one variant from ``spec.seed``; one row per test-time variant."""
+    cfg = build_cfg(
+        variant, spec, args.data_dir, args.work_dir / f"seed{spec.seed}" / variant, args.device
+    )
+    model, timing = train(cfg)
+    inputs = list(build_detection_test_loader(cfg, f"{DATA_NAME}_val"))
     anchors = anchors_found(model, gt, inputs)
     rows = []
-    for test in tests:
+    for test in TESTS_OF.get(variant, ("",)):
         keys = TEST_VARIANTS[test]
         test_model = model
         if keys:
@@ -254,22 +210,19 @@ def run_one(
 TIMING_ITERS = 30
 
 
-def time_one(variant: str, spec: SharedSpec, args, num_classes: int) -> dict:
+def time_one(variant: str, spec: SharedSpec, args) -> dict:
     """s/iter of ``TIMING_ITERS`` fresh training steps and ms/image of the trained seed's
     weights on the validation set, measured alone (``--timing``, on a quiet machine): the
     accuracy runs go side by side and their own timings carry the other run's load."""
-    from detectron2.checkpoint import DetectionCheckpointer
-    from detectron2.data import build_detection_test_loader
-
     trained = args.work_dir / f"seed{spec.seed}" / variant / "model_final.pth"
     short = replace(spec, max_iter=TIMING_ITERS, warmup_iters=1)
-    cfg = build_cfg(variant, short, num_classes, args.work_dir / "timing" / variant, args.device)
+    cfg = build_cfg(variant, short, args.data_dir, args.work_dir / "timing" / variant, args.device)
     model, timing = train(cfg)  # then the trained seed's weights in the same model
     DetectionCheckpointer(model).load(str(trained))
     model.eval()
     seconds = []
     with torch.no_grad():
-        for batch in build_detection_test_loader(cfg, VAL_NAME):
+        for batch in build_detection_test_loader(cfg, f"{DATA_NAME}_val"):
             start = time.perf_counter()
             model(batch)
             seconds.append(time.perf_counter() - start)
@@ -301,12 +254,6 @@ def main() -> None:
         help="time the trained variants of the first seed alone (a quiet machine): s/iter of a "
         "few fresh steps, ms/image of the trained weights; the report then uses these",
     )
-    parser.add_argument(
-        "--reevaluate",
-        action="store_true",
-        help="evaluate the test-time variants of finished trainings again (after a change of "
-        "the post-processing) from their saved weights",
-    )
     args = parser.parse_args()
     set_threads(args.threads)
     unknown = [v for v in args.variants if v not in TRAIN_VARIANTS]
@@ -322,14 +269,11 @@ def main() -> None:
     if args.image_size:
         spec = replace(spec, image_size=args.image_size)
 
-    from thin_shapes_data import generate, is_generated
-
     counts = {"train": args.num_train, "val": args.num_val}
     if not is_generated(args.data_dir, counts, 0):
         generate(args.data_dir, counts, 0)
-    register(args.data_dir)
+    register(args.data_dir, DATA_NAME)
     gt = json.loads((args.data_dir / "val.json").read_text())
-    num_classes = len(gt["categories"])
 
     result = {"rows": []}
     if args.out.is_file() and not args.quick:
@@ -343,7 +287,7 @@ def main() -> None:
             "quick": args.quick,
             "spec": {**spec.as_dict(), "seed": None},
             "data": {
-                "generator": "python benchmarks/thin_shapes_data.py",
+                "generator": "python -m benchmarks.thin.data",
                 "train_images": args.num_train,
                 "val_images": args.num_val,
                 "seed": 0,
@@ -357,7 +301,7 @@ def main() -> None:
         timing = result.setdefault("timing", {})
         for variant in trained:
             first = replace(spec, seed=args.seeds[0])
-            timing[variant] = time_one(variant, first, args, num_classes)
+            timing[variant] = time_one(variant, first, args)
             print(f"thin_objects: timed {variant}: {timing[variant]}", flush=True)
             write_json(args.out, result)
         return
@@ -366,17 +310,11 @@ def main() -> None:
     plan = [(v, s) for s in args.seeds for v in primary]
     plan += [(v, s) for s in args.seeds for v in secondary]
     for variant, seed in plan:
-        if args.reevaluate != ((variant, seed) in done):
+        if (variant, seed) in done:
             continue
         load = load_average()
-        old = [r for r in result["rows"] if (r["variant"], r["seed"]) == (variant, seed)]
-        rows = run_one(variant, replace(spec, seed=seed), args, gt, num_classes, old)
-        for row in rows:
-            row["load_average_before"] = load
-        replaced = {(r["variant"], r["seed"], r["test"]) for r in rows}
-        result["rows"] = [
-            r for r in result["rows"] if (r["variant"], r["seed"], r["test"]) not in replaced
-        ] + rows
+        rows = run_one(variant, replace(spec, seed=seed), args, gt)
+        result["rows"] += [{**row, "load_average_before": load} for row in rows]
         write_json(args.out, result)
     print(f"thin_objects: wrote {args.out}")
 

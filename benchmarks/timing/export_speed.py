@@ -3,18 +3,18 @@
 Two scales: the quickstart's model (R18-GN, 128x128 input) and COCO's (R50-FPN, 800x1333), both
 with random weights set up to return their full 100 detections, 50 of them with masks (the most
 post-processing work): the quickstart model's class bias raised to 0 (scores near 0.5); the COCO
-model's box regressors zeroed as in ``inference_cost.py`` and its class logits scaled down so
+model's box regressors zeroed as in ``inference_cost`` and its class logits scaled down so
 that its scores do not tie at 1.0. The three runtimes take turns on the
 same image, one call each per round, in one process; the number reported is the fastest call
 (other load only adds time), the median alongside. Each exported file's detections on that
 image are matched with the eager model's (class, score within 1e-4, box within 1e-3 px).
 
-    python benchmarks/export_speed.py --threads 1                # both scales
-    python benchmarks/export_speed.py --scales quickstart --rounds 20
+    python -m benchmarks.timing.export_speed --threads 1                # both scales
+    python -m benchmarks.timing.export_speed --scales quickstart --rounds 20
 
-Writes ``benchmarks/results/export_speed_cpu.json``; ``report.py`` turns it into the README's
-export table. CPU only: TorchScript files are traced for the CPU, and onnxruntime runs here with
-its CPU provider.
+Writes ``benchmarks/results/export_speed_cpu.json``; ``benchmarks.report`` turns it into the
+generated export table. CPU only: TorchScript files are traced for the CPU, and onnxruntime
+runs here with its CPU provider.
 """
 
 import argparse
@@ -25,7 +25,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from harness import (
+
+import retinamask_d2
+from benchmarks.harness import (
     RESULTS_DIR,
     device_description,
     environment,
@@ -34,8 +36,6 @@ from harness import (
     summarize_ms,
     write_json,
 )
-
-import retinamask_d2
 from retinamask_d2.export import export_onnx, export_torchscript
 from retinamask_d2.model_zoo import get_config_file
 
@@ -60,7 +60,7 @@ def quickstart_model_and_image() -> tuple[torch.nn.Module, torch.Tensor]:
 
 def coco_model_and_image() -> tuple[torch.nn.Module, torch.Tensor]:
     """``coco_configs``' R50-FPN RetinaMask, class bias 0, and an 800 x 1333 random image."""
-    from coco_configs import coco_scale_model_and_input
+    from benchmarks.timing.coco_configs import coco_scale_model_and_input
 
     model, _ = coco_scale_model_and_input("retinamask", "cpu", 800, 1333)
     # Random R50 class logits reach +-60 (std ~14): the top scores all round to 1.0, and which

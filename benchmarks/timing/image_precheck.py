@@ -1,7 +1,7 @@
 """Cost of the image check that runs before training (headers only: format, size, EXIF
 orientation), per 1,000 images, next to the cost of decoding the same images.
 
-    python benchmarks/image_precheck.py            # writes benchmarks/results/image_precheck.json
+    python -m benchmarks.timing.image_precheck   # writes benchmarks/results/image_precheck.json
 
 The images are written first (JPEG photos-like noise and PNG, 640x480) and read once before
 timing, so the numbers are those of files in the OS page cache, as in a second run over a

@@ -1,7 +1,7 @@
 """How much the official code's inference details that detectron2 does differently would change
 a converted model's output, for the details the paper configs do not reproduce.
 
-    python benchmarks/official_differences.py  # writes results/official_differences.json
+    python -m benchmarks.accuracy.official_differences  # writes results/official_differences.json
 
 No trained weights exist here, so each detail is measured where it acts:
 
@@ -37,12 +37,12 @@ from detectron2.layers.mask_ops import (
 from detectron2.modeling import build_model
 from detectron2.modeling.anchor_generator import DefaultAnchorGenerator
 from detectron2.structures import Boxes, pairwise_iou
-from harness import RESULTS_DIR, environment, write_json
 
+from benchmarks.harness import RESULTS_DIR, environment, write_json
 from retinamask_d2 import add_retinamask_config
 from retinamask_d2.modeling.anchor_generator import RetinaMaskOfficialAnchorGenerator
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "configs" / "paper" / "retinamask_R50_FPN_2x_ms.yaml"
 BOX_SIZES = (16, 32, 64, 128, 256)
 

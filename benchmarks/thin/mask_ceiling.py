@@ -8,7 +8,7 @@ mask has IoU below a COCO threshold is lost at that threshold whatever the netwo
 the mean over the thresholds 0.50:0.05:0.95 of the share kept is the class's mask AP ceiling
 (boxes exact, one detection per object, every score correct).
 
-    python benchmarks/mask_ceiling.py            # writes results/mask_ceiling.json
+    python -m benchmarks.thin.mask_ceiling     # writes results/mask_ceiling.json
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ import torch
 from detectron2.layers import ROIAlign
 from detectron2.layers.mask_ops import paste_masks_in_image
 from detectron2.structures import Boxes
-from harness import RESULTS_DIR, write_json
+
+from benchmarks.harness import RESULTS_DIR, write_json
 
 RESOLUTIONS = (28, 56)
 THRESHOLDS = np.arange(0.5, 0.96, 0.05)

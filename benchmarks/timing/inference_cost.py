@@ -13,8 +13,8 @@ The number reported is the fastest call (as ``timeit`` does): on a shared machin
 processes only ever add time, so the minimum is the best estimate of what the model itself
 costs; the median is kept alongside.
 
-    python benchmarks/inference_cost.py --device cpu --threads 2
-    python benchmarks/inference_cost.py --device cuda   # the same table on a GPU
+    python -m benchmarks.timing.inference_cost --device cpu --threads 2
+    python -m benchmarks.timing.inference_cost --device cuda   # the same table on a GPU
 
 Writes ``benchmarks/results/inference_cost_<cpu|cuda>[-<precision>].json`` (``--precision``
 bf16 or fp16 runs the models under autocast).
@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import TextIO
 
 import torch
-from harness import (
+
+from benchmarks.harness import (
     RESULTS_DIR,
     Worker,
     claim_stdout,
@@ -57,6 +58,8 @@ TRAINED_LIKE_SOURCE = (
 )
 RETINANET_FAMILY = ("retinamask", "retinanet", "retinamask_p2")
 
+MODULE = "benchmarks.timing.inference_cost"  # what each model's worker process runs
+
 
 def serve_model(
     model_name: str, device: str, precision: str, size: tuple[int, int], replies: TextIO
@@ -64,8 +67,7 @@ def serve_model(
     """Worker: build the model with random weights, then time one call per ``time C K``
     command: ``C`` class scores passing the threshold (RetinaNet family, "-" for Mask R-CNN) and
     ``K`` masks (``TEST_TOPK_MASKS``, "-" to keep the config's)."""
-    from coco_configs import coco_scale_model_and_input, set_score_candidates
-
+    from benchmarks.timing.coco_configs import coco_scale_model_and_input, set_score_candidates
     from retinamask_d2.predictor import autocast_context
 
     height, width = size
@@ -157,12 +159,11 @@ def main() -> None:
         if model == "retinamask":
             for k in sorted(set(args.mask_counts) - {DEFAULT_MASKS}):
                 rows_wanted.append((f"retinamask@{headline}/{k}", model, headline, k))
-    script = Path(__file__).resolve()
     workers = {}
     try:
         for model in args.models:
             log = args.work_dir / "logs" / f"inference_cost_{model}.log"
-            workers[model] = Worker(model, script, [*common, "--model", model], log)
+            workers[model] = Worker(model, MODULE, [*common, "--model", model], log)
         for worker in workers.values():
             worker.ask("ready")
         print(f"inference_cost: {len(workers)} models built; {len(rows_wanted)} rows", flush=True)

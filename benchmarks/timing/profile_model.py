@@ -1,13 +1,13 @@
 """Where a model's time goes: torch.profiler's operators and cProfile's Python functions.
 
-    python benchmarks/profile_model.py --model retinamask --mode train          # synthetic spec
-    python benchmarks/profile_model.py --model retinamask --mode infer --scale coco
-    python benchmarks/profile_model.py --model retinamask --weights \
-        output/benchmarks/accuracy/seed0/retinamask/model_final.pth  # after accuracy.py
+    python -m benchmarks.timing.profile_model --model retinamask --mode train   # synthetic spec
+    python -m benchmarks.timing.profile_model --model retinamask --mode infer --scale coco
+    python -m benchmarks.timing.profile_model --model retinamask --weights \
+        output/benchmarks/accuracy/seed0/retinamask/model_final.pth  # after compare_models
 
 Profiles ``--steps`` training steps (forward + backward + SGD) on batches of the synthetic
 training set, or inference calls on one image (a synthetic validation image, or the random
-800x1333 image of ``inference_cost.py``), after one untimed warm-up, and prints two tables: the
+800x1333 image of ``inference_cost``), after one untimed warm-up, and prints two tables: the
 operators with the most self time, and the Python functions (detectron2's and ours) with the
 most cumulative time, which tells which part of the model runs them. ``--out`` also saves them.
 """
@@ -19,8 +19,9 @@ import pstats
 from pathlib import Path
 
 import torch
-from harness import set_threads
 from torch.profiler import ProfilerActivity, profile
+
+from benchmarks.harness import set_threads
 
 MODELS = ("retinamask", "retinanet", "mask_rcnn")
 
@@ -28,36 +29,22 @@ MODELS = ("retinamask", "retinanet", "mask_rcnn")
 def synthetic_model_and_inputs(model_name: str, mode: str, data_dir: Path, weights: str):
     """The accuracy benchmark's model (random init, or ``weights``: a trained model computes
     more RoIs than a random one) and a training batch or a test image."""
-    from accuracy import TRAIN_NAME, VAL_NAME, register_synthetic
-    from detectron2.checkpoint import DetectionCheckpointer
     from detectron2.data import build_detection_test_loader
-    from synthetic_configs import SharedSpec, build_benchmark_model, synthetic_cfg
 
+    from benchmarks.training import ACCURACY_DATA, accuracy_model
     from retinamask_d2.data.train_loader import build_resumable_train_loader
-    from retinamask_d2.data.user_datasets import setup_datasets
 
-    if not (data_dir / "train.json").is_file():
-        raise FileNotFoundError(
-            f"{data_dir}/train.json: run benchmarks/accuracy.py once (it writes the data) or "
-            "pass --data-dir"
-        )
-    register_synthetic(data_dir)
-    cfg = synthetic_cfg(model_name, SharedSpec(), 4, "output/benchmarks/profile")
-    cfg.DATASETS.TRAIN = (TRAIN_NAME,)
-    setup_datasets(cfg)
-    torch.manual_seed(0)
-    model = build_benchmark_model(cfg)
-    if weights:
-        DetectionCheckpointer(model).load(weights)
+    output = Path("output/benchmarks/profile")
+    model, cfg = accuracy_model(model_name, data_dir, output, weights=weights)
     if mode == "train":
         return model, next(iter(build_resumable_train_loader(cfg)))
-    loader = build_detection_test_loader(cfg, VAL_NAME)
+    loader = build_detection_test_loader(cfg, f"{ACCURACY_DATA}_val")
     return model.eval(), next(iter(loader))
 
 
 def coco_model_and_inputs(model_name: str, mode: str):
     """The COCO-scale timing model (random weights) and its random 800x1333 image."""
-    from coco_configs import coco_scale_model_and_input
+    from benchmarks.timing.coco_configs import coco_scale_model_and_input
 
     if mode != "infer":
         raise ValueError("--scale coco profiles inference only (random weights, no data)")

@@ -1,7 +1,7 @@
 """Training cost side by side: RetinaMask, detectron2's RetinaNet and Mask R-CNN, s/iter and memory.
 
-    python benchmarks/train_cost.py --scale synthetic --threads 2        # the accuracy setting
-    python benchmarks/train_cost.py --scale coco --device cuda --amp both  # R50-FPN, 800x1333
+    python -m benchmarks.timing.train_cost --scale synthetic --threads 2  # accuracy setting
+    python -m benchmarks.timing.train_cost --scale coco --device cuda --amp both  # R50-FPN 800x1333
 
 All models live in one process and take turns step by step on the same batches, so load that
 comes and goes slows them alike; the ratios are the result. ``synthetic``: the accuracy
@@ -14,13 +14,13 @@ steps under autocast (fp16 with a gradient scaler on a GPU, bf16 on the CPU). Wr
 """
 
 import argparse
-import json
 import time
 from pathlib import Path
 from statistics import median
 
 import torch
-from harness import (
+
+from benchmarks.harness import (
     RESULTS_DIR,
     device_description,
     environment,
@@ -43,28 +43,15 @@ def synthetic_models_and_batches(
     objects, so its mask branch trains on more RoIs than a random one. ``opts`` (KEY VALUE ...)
     change RetinaMask's config.
     """
-    from accuracy import TRAIN_NAME, register_synthetic
-    from detectron2.checkpoint import DetectionCheckpointer
-    from synthetic_configs import SharedSpec, build_benchmark_model, synthetic_cfg
-
+    from benchmarks.training import accuracy_model
     from retinamask_d2.data.train_loader import build_resumable_train_loader
-    from retinamask_d2.data.user_datasets import setup_datasets
 
-    if not (data_dir / "train.json").is_file():
-        raise FileNotFoundError(f"{data_dir}/train.json: run benchmarks/accuracy.py once")
-    register_synthetic(data_dir)
-    classes = len(json.loads((data_dir / "train.json").read_text())["categories"])
     built, loader = {}, None
     for name in models:
-        cfg = synthetic_cfg(name, SharedSpec(), classes, "output/benchmarks/train_cost", device)
-        cfg.DATASETS.TRAIN = (TRAIN_NAME,)
-        if name == "retinamask":
-            cfg.merge_from_list(list(opts))
-        setup_datasets(cfg)
-        torch.manual_seed(0)
-        built[name] = build_benchmark_model(cfg).train()
-        if weights:
-            DetectionCheckpointer(built[name]).load(weights)
+        output = Path("output/benchmarks/train_cost")
+        changes = opts if name == "retinamask" else ()
+        model, cfg = accuracy_model(name, data_dir, output, device, weights, changes)
+        built[name] = model.train()
         if loader is None:
             loader = iter(build_resumable_train_loader(cfg))
     return built, [next(loader) for _ in range(count)]
@@ -72,9 +59,10 @@ def synthetic_models_and_batches(
 
 def coco_models_and_batches(models: list[str], device: str, count: int, size=(800, 1333)):
     """The COCO-scale R50-FPN models (random init) and ``count`` random batches of 2 images."""
-    from coco_configs import coco_scale_cfg
     from detectron2.modeling import build_model
     from detectron2.structures import BitMasks, Boxes, Instances
+
+    from benchmarks.timing.coco_configs import coco_scale_cfg
 
     built = {}
     for name in models:

@@ -7,16 +7,16 @@
 #      step, fp32 and AMP (s/iter, peak GPU memory) -> results/train_cost_coco_cuda.json;
 #   3. inference at 800x1333, fp32 and fp16, the three models side by side
 #      -> results/inference_cost_cuda.json, results/inference_cost_cuda-fp16.json;
-#   4. benchmarks/report.py, which puts the GPU rows into the README's tables.
+#   4. benchmarks.report, which puts the GPU rows into the generated tables.
 #
-#   benchmarks/gpu_check.sh                  # on a machine with a GPU, in the project's env
-#   benchmarks/gpu_check.sh --cpu-dry-run    # no GPU: the same steps, tiny and without time
+#   benchmarks/timing/gpu_check.sh              # on a machine with a GPU, in the project's env
+#   benchmarks/timing/gpu_check.sh --cpu-dry-run  # no GPU: the same steps, tiny and without time
 #                                            # limits, on the CPU, into benchmarks/results/tmp
 #                                            # (checks the script only)
 #
 # PYTHON names the interpreter (default: .venv/bin/python if there, else python).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 if [[ -x .venv/bin/python ]]; then default_python=.venv/bin/python; else default_python=python; fi
 PY=${PYTHON:-$default_python}
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
@@ -46,17 +46,17 @@ step "GPU tests on $device"
 RETINAMASK_TEST_DEVICE=$device limit 120 "$PY" -m pytest tests/test_gpu.py -q -x -p no:cacheprovider
 
 step "training R50-FPN, fp32 and AMP"
-limit 200 "$PY" benchmarks/train_cost.py --scale coco --device "$device" "${train[@]}" \
+limit 200 "$PY" -m benchmarks.timing.train_cost --scale coco --device "$device" "${train[@]}" \
   --out "$results/train_cost_coco_$device.json"
 
 for precision in fp32 fp16; do
   suffix=$([[ $precision == fp32 ]] && echo "" || echo "-$precision")
   if [[ $device == cpu && $precision == fp16 ]]; then precision=bf16; suffix=-bf16; fi
   step "inference R50-FPN 800x1333, $precision"
-  limit 100 "$PY" benchmarks/inference_cost.py --device "$device" --precision "$precision" \
+  limit 100 "$PY" -m benchmarks.timing.inference_cost --device "$device" --precision "$precision" \
     "${infer[@]}" --out "$results/inference_cost_$device$suffix.json" --work-dir output/gpu_check
 done
 
 step "report"
-"$PY" benchmarks/report.py --results-dir "$results" > /dev/null
+"$PY" -m benchmarks.report --results-dir "$results" > /dev/null
 step "done: results in $results"

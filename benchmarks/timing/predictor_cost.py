@@ -3,7 +3,7 @@ trained model, at a confidence threshold, against the same model without masks; 
 inference in bf16 against fp32.
 
     make quickstart                        # trains output/quickstart/model_final.pth
-    python benchmarks/predictor_cost.py --threads 2
+    python -m benchmarks.timing.predictor_cost --threads 2
 
 Rows, each a predictor on the same images, taking turns image by image (the fastest of
 ``--repeats`` calls per image, the median over the images):
@@ -28,7 +28,9 @@ from statistics import median
 
 import torch
 from detectron2.data import DatasetCatalog
-from harness import (
+
+import retinamask_d2.data  # noqa: F401  (registers the synthetic splits)
+from benchmarks.harness import (
     RESULTS_DIR,
     device_description,
     environment,
@@ -36,8 +38,6 @@ from harness import (
     set_threads,
     write_json,
 )
-
-import retinamask_d2.data  # noqa: F401  (registers the synthetic splits)
 from retinamask_d2.data.image_io import read_image
 from retinamask_d2.predictor import RetinaMaskPredictor, load_config
 

@@ -2,14 +2,14 @@
 
 Same synthetic data, backbone, input size, schedule and seed for all (see
 ``synthetic_configs.SharedSpec``), plus RetinaMask with its mask loss off, which isolates what the
-mask loss does to box AP. Each model trains in its own process with
-``retinamask_d2.engine.Trainer``, the processes taking turns every few iterations so that the
+mask loss does to box AP. Each model trains in its own process with the benchmarks' driver
+(``benchmarks.training``), the processes taking turns every few iterations so that the
 machine's other load slows all of them alike. Then each is evaluated (COCO box and mask AP),
 timed on the same validation images (one image per call, the fastest of ``--repeats`` calls per
 image, the median over images) with the same thread count, and its peak memory is read.
 
-    python benchmarks/accuracy.py              # the full benchmark (~25 min on 2 cores)
-    python benchmarks/accuracy.py --quick      # a few iterations: checks the harness
+    python -m benchmarks.accuracy.compare_models          # the full benchmark (~25 min, 2 cores)
+    python -m benchmarks.accuracy.compare_models --quick  # a few iterations: checks the harness
 
 Writes ``benchmarks/results/accuracy.json``.
 """
@@ -24,7 +24,10 @@ from statistics import fmean, median
 from typing import TextIO
 
 import torch
-from harness import (
+from detectron2.data import MetadataCatalog, build_detection_test_loader
+from detectron2.engine import HookBase
+
+from benchmarks.harness import (
     RESULTS_DIR,
     Worker,
     claim_stdout,
@@ -39,21 +42,20 @@ from harness import (
     time_calls,
     write_json,
 )
-from synthetic_configs import MODELS, SharedSpec
+from benchmarks.synthetic_configs import MODELS, SharedSpec
+from benchmarks.training import (
+    ACCURACY_DATA,
+    BenchmarkTrainer,
+    benchmark_cfg,
+    build_trainer,
+    register,
+    summary,
+)
 
-TRAIN_NAME, VAL_NAME = "retinamask_benchmark_train", "retinamask_benchmark_val"
 QUICK_SPEC = SharedSpec(max_iter=4, warmup_iters=2, ims_per_batch=2, image_size=96)
 # One synthetic dataset for every seed: the seeds vary the models' initial weights and batches.
 DATA_SEED = 0
 SEEDS = (0, 1, 2)
-
-
-def register_synthetic(data_dir: Path) -> None:
-    """Register the synthetic train and val splits in ``data_dir`` as TRAIN_NAME and VAL_NAME."""
-    from retinamask_d2.data.coco_json import register_coco_json
-
-    for name, split in ((TRAIN_NAME, "train"), (VAL_NAME, "val")):
-        register_coco_json(name, str(data_dir / f"{split}.json"), str(data_dir / split))
 
 
 def serve_model(
@@ -67,29 +69,8 @@ def serve_model(
     replies: TextIO,
 ):
     """Worker: build the model's trainer, then train, evaluate and time it on command."""
-    from detectron2.data import MetadataCatalog, build_detection_test_loader
-    from detectron2.engine import HookBase
-    from detectron2.utils.env import seed_all_rng
-    from synthetic_configs import build_benchmark_model, synthetic_cfg
-
-    from retinamask_d2.data.user_datasets import setup_datasets
-    from retinamask_d2.engine import Trainer
-
-    register_synthetic(data_dir)
-    num_classes = len(json.loads((data_dir / "train.json").read_text())["categories"])
-    cfg = synthetic_cfg(model_name, spec, num_classes, str(output_dir / model_name), device)
-    cfg.DATASETS.TRAIN = (TRAIN_NAME,)
-    cfg.DATASETS.TEST = ()  # evaluated on command below, not by the trainer's final EvalHook
-    setup_datasets(cfg)
-
-    class BenchmarkTrainer(Trainer):
-        @classmethod
-        def build_model(cls, cfg):
-            return build_benchmark_model(cfg)
-
-    seed_all_rng(spec.seed)  # the same initial weights in every run
-    trainer = BenchmarkTrainer(cfg)
-    trainer.resume_or_load(resume=False)
+    train_name, val_name = register(data_dir, ACCURACY_DATA)
+    cfg = benchmark_cfg(model_name, spec, data_dir, ACCURACY_DATA, output_dir / model_name, device)
 
     class TakeTurns(HookBase):
         """Pause training every ``turn`` iterations until the driver lets this model go on."""
@@ -106,7 +87,7 @@ def serve_model(
 
     # Appended last: it pauses after IterationTimer has recorded the step's time.
     hook = TakeTurns()
-    trainer.register_hooks([hook])
+    trainer = build_trainer(cfg, [hook])
     state: dict = {"thread": None, "error": None, "done": False}
 
     def run_training() -> None:
@@ -132,26 +113,14 @@ def serve_model(
     def evaluate() -> dict:
         state["thread"].join()
         eval_cfg = cfg.clone()
-        eval_cfg.DATASETS.TEST = (VAL_NAME,)
+        eval_cfg.DATASETS.TEST = (val_name,)
         results = BenchmarkTrainer.test(eval_cfg, trainer.model)
-        storage = trainer.storage
-        step_s = [v for v, _ in storage.history("time").values()]
-        losses = [v for v, _ in storage.history("total_loss").values()]
-        tail = max(1, len(losses) // 10)
         # The ablation's mask head learns nothing: its masks are not a result.
         masks = {} if model_name == "retinamask_no_mask_loss" else results.get("segm", {})
-        return {
-            "box": dict(results.get("bbox", {})),
-            "mask": dict(masks),
-            "train_s_per_iter": median(step_s),
-            "train_s_per_iter_min": min(step_s),
-            "train_steps_timed": len(step_s),
-            "data_s_per_iter": median(v for v, _ in storage.history("data_time").values()),
-            "final_total_loss": median(losses[-tail:]),
-        }
+        return {"box": dict(results.get("bbox", {})), "mask": dict(masks), **summary(trainer)}
 
     model = trainer.model
-    inputs = list(build_detection_test_loader(cfg, VAL_NAME))
+    inputs = list(build_detection_test_loader(cfg, val_name))
     position = {"next": 0}
 
     def time_one() -> dict:
@@ -167,7 +136,7 @@ def serve_model(
         return {"seconds": min(time_calls(call, device, warmup=0, iters=repeats))}
 
     handlers = {
-        "ready": lambda: {"classes": MetadataCatalog.get(TRAIN_NAME).thing_classes},
+        "ready": lambda: {"classes": MetadataCatalog.get(train_name).thing_classes},
         "train": train_turn,
         "evaluate": evaluate,
         "time": time_one,
@@ -193,12 +162,15 @@ def train_one_seed(args: argparse.Namespace, spec: SharedSpec) -> tuple[dict[str
     spec_args += ["--work-dir", str(args.work_dir), "--threads", str(args.threads)]
     spec_args += ["--turn", str(args.turn), "--repeats", str(args.repeats)]
     spec_args += ["--device", args.device]
-    script = Path(__file__).resolve()
     workers = []
     try:
         for name in MODELS:
             log = args.work_dir / "logs" / f"accuracy_{name}_seed{spec.seed}.log"
-            workers.append(Worker(name, script, [*spec_args, "--model", name], log))
+            workers.append(
+                Worker(
+                    name, "benchmarks.accuracy.compare_models", [*spec_args, "--model", name], log
+                )
+            )
         for worker in workers:
             worker.ask("ready")
         train_start = time.perf_counter()

@@ -1,0 +1,1 @@
+"""How accurate RetinaMask is against detectron2's models, and what each mechanism adds."""

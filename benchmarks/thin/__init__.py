@@ -1,0 +1,1 @@
+"""Long, thin, tilted and crossing objects: their own data set, metrics and benchmark."""

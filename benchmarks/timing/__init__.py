@@ -1,0 +1,1 @@
+"""What inference, training, a predictor call and an exported model cost."""
