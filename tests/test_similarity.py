@@ -234,6 +234,8 @@ def test_objects_command_indexes_searches_and_groups_with_the_model(model_dir, t
     by_image = json.loads((index_dir / "search.json").read_text())
     assert by_image and all(r["hits"][0]["similarity"] == pytest.approx(1.0) for r in by_image)
 
-    assert objects.main(["group", "--index", str(index_dir), "--threshold", "0", "--any-class"]) == 0
+    assert (
+        objects.main(["group", "--index", str(index_dir), "--threshold", "0", "--any-class"]) == 0
+    )
     groups = json.loads((index_dir / "groups.json").read_text())
     assert sorted(i for g in groups for i in g) == sorted(o["id"] for o in stored.objects)
