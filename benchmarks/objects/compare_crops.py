@@ -29,6 +29,7 @@ sys.path.insert(0, str(HERE))
 
 from identity_scenes import make_identities, make_views  # noqa: E402
 
+from retinamask_d2.predictor import RetinaMaskPredictor, load_config  # noqa: E402
 from retinamask_d2.similarity.crops import CROP_MODES, crop_object  # noqa: E402
 from retinamask_d2.similarity.embedders import build_embedder  # noqa: E402
 
@@ -38,6 +39,7 @@ MARKERS = ("<!-- object-comparison:begin -->", "<!-- object-comparison:end -->")
 TILT_BINS = ((0, 10), (10, 30), (30, 45.01))
 MASK_CHANGES = (-3, -2, -1, 1, 2, 3)  # px: negative erodes, positive dilates
 BOOTSTRAP = 2000
+MATCH_IOU = 0.5  # a predicted mask is the object's when it overlaps it this much
 
 
 def changed_mask(mask: np.ndarray, pixels: int) -> np.ndarray:
@@ -92,6 +94,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--embedders", nargs="+", default=["handcrafted", "pretrained"])
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--model-dir",
+        type=Path,
+        help="a trained model (config.yaml, model_final.pth): adds its masks",
+    )
     parser.add_argument("--quick", action="store_true", help="6 identities, no file written")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -113,22 +120,31 @@ def main() -> None:
             (kinds == "thin") & (tilts >= low) & (tilts < high)
         )
 
+    # Mask conditions: (name, masks, boxes, which objects take part).
+    everyone = np.ones(len(views), bool)
+    conditions = [("gt", [v.mask for v in views], [v.box for v in views], everyone)]
+    conditions += [
+        (f"{p:+d}px", [changed_mask(v.mask, p) for v in views], [v.box for v in views], everyone)
+        for p in MASK_CHANGES
+    ]
+    detection_rate = None
+    if args.model_dir is not None:
+        masks, boxes, found = predicted_objects(views, args.model_dir)
+        conditions.append(("predicted", masks, boxes, found))
+        detection_rate = float(found.mean())
+
     per_query: dict[str, dict[str, np.ndarray]] = {}
     rows = []
     for embedder_name in args.embedders:
         embedder = build_embedder(embedder_name)
-        conditions = [("gt", 0)] + [(f"{p:+d}px", p) for p in MASK_CHANGES]
         for mode in CROP_MODES:
-            for condition, pixels in conditions:
-                if pixels and mode.startswith("box"):
+            for condition, masks, boxes, taking_part in conditions:
+                if condition.endswith("px") and mode.startswith("box"):
                     continue  # box crops do not read the mask
-                crops = [
-                    crop_object(v.image, changed_mask(v.mask, pixels), v.box, mode) for v in views
-                ]
-                vectors = embedder.embed(crops, mode == "upright")
-                scores = retrieval(vectors, labels)
-                key = f"{embedder_name}|{mode}|{condition}"
-                per_query[key] = scores
+                chosen = np.flatnonzero(taking_part)
+                crops = [crop_object(views[i].image, masks[i], boxes[i], mode) for i in chosen]
+                scores = retrieval(embedder.embed(crops, mode == "upright"), labels[chosen])
+                per_query[f"{embedder_name}|{mode}|{condition}"] = scores
                 for group, members in groups.items():
                     rows.append(
                         {
@@ -136,25 +152,32 @@ def main() -> None:
                             "crop": mode,
                             "masks": condition,
                             "objects": group,
-                            "queries": int(members.sum()),
-                            **{m: interval(scores[m][members], rng) for m in ("r1", "r5", "ap")},
+                            "queries": int(members[chosen].sum()),
+                            **{
+                                m: interval(scores[m][members[chosen]], rng)
+                                for m in ("r1", "r5", "ap")
+                            },
                         }
                     )
     comparisons = []
     for embedder_name in args.embedders:
-        for mode in ("mask", "upright"):
-            for group in ("all", "thin, tilt > 20°", "compact"):
-                members = groups[group]
-                base = per_query[f"{embedder_name}|box|gt"]["r1"][members]
-                cut = per_query[f"{embedder_name}|{mode}|gt"]["r1"][members]
-                comparisons.append(
-                    {
-                        "embedder": embedder_name,
-                        "box_vs": mode,
-                        "objects": group,
-                        "r1": paired(base, cut, rng),
-                    }
-                )
+        for condition, _, _, taking_part in conditions:
+            if condition.endswith("px"):
+                continue
+            for mode in ("mask", "upright"):
+                for group in ("all", "thin, tilt > 20°", "compact"):
+                    members = groups[group][np.flatnonzero(taking_part)]
+                    base = per_query[f"{embedder_name}|box|{condition}"]["r1"][members]
+                    cut = per_query[f"{embedder_name}|{mode}|{condition}"]["r1"][members]
+                    comparisons.append(
+                        {
+                            "embedder": embedder_name,
+                            "masks": condition,
+                            "box_vs": mode,
+                            "objects": group,
+                            "r1": paired(base, cut, rng),
+                        }
+                    )
     result = {
         "setting": {
             "identities": {"thin": args.thin, "compact": args.compact},
@@ -163,6 +186,8 @@ def main() -> None:
             "seed": args.seed,
             "masks": "ground truth, and eroded (-) / dilated (+) by a square of 2|p|+1 px",
             "bootstrap": BOOTSTRAP,
+            "model": str(args.model_dir) if args.model_dir else None,
+            "detection_rate": detection_rate,
         },
         "rows": rows,
         "paired_box_vs_cutout": comparisons,
@@ -175,6 +200,28 @@ def main() -> None:
     write_gallery(views, per_query, args.embedders[0], RESULTS.with_suffix(".png"))
     publish(result)
     print(f"wrote {RESULTS} in {result['seconds']} s")
+
+
+def predicted_objects(views, model_dir: Path) -> tuple[list, list, np.ndarray]:
+    """The model's mask and box for each view's object: its detection whose mask overlaps the
+    object's best, found when that IoU is at least 0.5 (the others take no part)."""
+    predictor = RetinaMaskPredictor(
+        load_config(model_dir / "config.yaml", model_dir / "model_final.pth"),
+        confidence_threshold=0.05,
+    )
+    masks, boxes, found = [], [], []
+    for view in views:
+        instances = predictor.predict(view.image, format="RGB")
+        predicted = np.asarray(instances.pred_masks, dtype=bool)
+        inter = (predicted & view.mask).reshape(len(predicted), -1).sum(1)
+        union = (predicted | view.mask).reshape(len(predicted), -1).sum(1)
+        iou = inter / np.maximum(union, 1)
+        best = int(np.argmax(iou)) if len(iou) else -1
+        hit = best >= 0 and iou[best] >= MATCH_IOU
+        masks.append(predicted[best] if hit else view.mask)
+        boxes.append(instances.pred_boxes.tensor[best].tolist() if hit else view.box)
+        found.append(hit)
+    return masks, boxes, np.array(found)
 
 
 def write_gallery(views, per_query, embedder_name: str, path: Path) -> None:
@@ -218,18 +265,22 @@ def table(result: dict) -> str:
     crop mode, ground-truth masks, for all objects, thin tilted (> 20°) and compact ones."""
     groups = ("all", "thin, tilt > 20°", "compact")
     lines = [
-        "| embedder | crop | " + " | ".join(f"R@1 {g}" for g in groups) + " | mAP all |",
-        "|---|---|" + "---|" * (len(groups) + 1),
+        "| embedder | masks | crop | " + " | ".join(f"R@1 {g}" for g in groups) + " | mAP all |",
+        "|---|---|---|" + "---|" * (len(groups) + 1),
     ]
     index = {(r["embedder"], r["crop"], r["masks"], r["objects"]): r for r in result["rows"]}
+    masks = [m for m in ("gt", "predicted") if any(r["masks"] == m for r in result["rows"])]
     for embedder in dict.fromkeys(r["embedder"] for r in result["rows"]):
-        for crop in CROP_MODES:
-            cells = []
-            for group in groups:
-                mean, low, high = index[(embedder, crop, "gt", group)]["r1"]
-                cells.append(f"{mean:.2f} ({low:.2f}–{high:.2f})")
-            ap = index[(embedder, crop, "gt", "all")]["ap"][0]
-            lines.append(f"| {embedder} | {crop} | " + " | ".join(cells) + f" | {ap:.2f} |")
+        for condition in masks:
+            for crop in CROP_MODES:
+                cells = []
+                for group in groups:
+                    mean, low, high = index[(embedder, crop, condition, group)]["r1"]
+                    cells.append(f"{mean:.2f} ({low:.2f}–{high:.2f})")
+                ap = index[(embedder, crop, condition, "all")]["ap"][0]
+                lines.append(
+                    f"| {embedder} | {condition} | {crop} | " + " | ".join(cells) + f" | {ap:.2f} |"
+                )
     lines += ["", "Paired, recall@1 of the cut-out minus that of the box crop (same queries):", ""]
     lines += [
         "| embedder | cut-out | objects | difference (95% interval) | p |",
@@ -238,7 +289,7 @@ def table(result: dict) -> str:
     for c in result["paired_box_vs_cutout"]:
         mean, low, high = c["r1"]["difference"]
         lines.append(
-            f"| {c['embedder']} | {c['box_vs']} | {c['objects']} | "
+            f"| {c['embedder']} | {c['masks']} | {c['box_vs']} | {c['objects']} | "
             f"{mean:+.2f} ({low:+.2f} to {high:+.2f}) | {c['r1']['p']:.4f} |"
         )
     lines += [
@@ -258,7 +309,13 @@ def table(result: dict) -> str:
         "",
         f"{setting['identities']['thin']} thin and {setting['identities']['compact']} compact "
         f"identities, {setting['views_per_identity']} views each, {setting['image_size']} px, "
-        f"seed {setting['seed']}; generated by `benchmarks/objects/compare_crops.py`.",
+        f"seed {setting['seed']}; generated by `benchmarks/objects/compare_crops.py`."
+        + (
+            f" Predicted masks: {setting['model']}, which found {setting['detection_rate']:.0%} "
+            "of the objects (mask IoU >= 0.5); only those take part in the predicted rows."
+            if setting.get("model")
+            else ""
+        ),
     ]
     return "\n".join(lines)
 
