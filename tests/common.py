@@ -13,7 +13,8 @@ from detectron2.structures import BitMasks, Boxes, Instances
 
 from retinamask_d2 import add_retinamask_config
 
-CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CONFIGS_DIR = REPO_ROOT / "configs"
 INSTANT_CONFIG = CONFIGS_DIR / "quick_schedules" / "retinamask_R18_GN_scratch_instant_test.yaml"
 
 
