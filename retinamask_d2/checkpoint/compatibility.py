@@ -47,7 +47,8 @@ class LoadReport:
 
     @property
     def loaded(self) -> set[str]:
-        return set(self.model_keys) - set(self.missing) - {k for k, _, _ in self.mis_shaped}
+        kept = {k for k in self.model_keys if not k.startswith(TRAINING_ONLY)}
+        return kept - set(self.missing) - {k for k, _, _ in self.mis_shaped}
 
 
 def judge_fit(report: LoadReport, path: str, starting_training: bool) -> str:
@@ -119,8 +120,8 @@ def _documented_fresh_start(report: LoadReport) -> str:
 
 
 def _grouped(keys: list[str]) -> str:
-    """Keys counted by their module three levels down: ``backbone.bottom_up.res4 (24)``."""
-    groups = Counter(".".join(k.split(".")[:3]) for k in keys)
+    """Keys counted by their module, at most three levels down: ``backbone.bottom_up.res4 (24)``."""
+    groups = Counter(".".join(k.split(".")[:-1][:3]) or k for k in keys)
     shown = ", ".join(f"{name} ({n})" for name, n in list(groups.items())[:MAX_SHOWN])
     more = len(groups) - MAX_SHOWN
     return shown + (f" and {more} more module(s)" if more > 0 else "")
