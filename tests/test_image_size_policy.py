@@ -3,9 +3,7 @@ evaluation, the predictor and the demo: images outside it are named with their s
 training starts and before any pixel is decoded."""
 
 import json
-import struct
 import uuid
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -15,24 +13,8 @@ from PIL import Image
 from retinamask_d2.data.coco_json import CocoJsonError
 from retinamask_d2.data.image_io import ImageReadError, SizeLimits
 from retinamask_d2.data.user_datasets import check_test_datasets, setup_datasets
-from tests.coco_files import ann
+from tests.coco_files import ann, png_header_only
 from tests.common import get_tiny_cfg
-
-
-def png_header_only(path: Path, width: int, height: int) -> None:
-    """A PNG whose header says width x height, with almost no pixel data (a few hundred bytes)."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        body = kind + data
-        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    path.write_bytes(
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(b"\0" * 7))
-        + chunk(b"IEND", b"")
-    )
 
 
 def test_limits_follow_the_config_and_its_resize():
