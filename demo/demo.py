@@ -11,43 +11,30 @@ Writes into ``--output`` (default ``output/demo``): one drawing per image (same 
 input), ``results.json`` with ``--json`` and ``cutouts/`` with ``--cutouts``. Files that fail
 are reported one by one and the others still processed; the exit code is 0 when every input
 worked, 1 when any failed, 2 when nothing could start (bad options, no model, no inputs).
+
+This file is the command line and the model's config; the work is next to it: image_demo.py
+(images), plan_outputs.py (the names of their outputs), video_demo.py (a video or the webcam).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import time
-from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
-import cv2
-import numpy as np
 import yaml
 from detectron2.config import CfgNode
-from detectron2.structures import Instances
-from tqdm import tqdm
 
 from retinamask_d2.cli import USER_ERRORS, UsageError, fall_back_to_cpu, require_weights
-from retinamask_d2.data.image_files import list_images
-from retinamask_d2.data.image_io import DEFAULT_MAX_MEGAPIXELS, ImageReadError, read_image
-from retinamask_d2.evaluation.coco_results import coco_results
+from retinamask_d2.data.image_io import DEFAULT_MAX_MEGAPIXELS
 from retinamask_d2.predictor import PRECISIONS, RetinaMaskPredictor, load_config
-from retinamask_d2.visualization.cutouts import make_cutouts
-from retinamask_d2.visualization.draw import draw_instances
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # the demo's own modules, next to it
-from plan_outputs import (  # noqa: E402
-    DEFAULT_OUTPUT,
-    ImageJob,
-    existing_cutouts,
-    existing_output,
-    plan_image_outputs,
-    write_bytes,
-    write_image,
-)
-from video_demo import stream_frames, stream_output  # noqa: E402
+# The demo's own modules, next to it: images, their output names, video.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import image_demo  # noqa: E402
+import video_demo  # noqa: E402
+from plan_outputs import DEFAULT_OUTPUT  # noqa: E402
 
 # Where `make quickstart` leaves its trained model; used when no --config-file is given.
 QUICKSTART_DIR = Path(__file__).resolve().parents[1] / "output" / "quickstart"
@@ -147,9 +134,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         _check_args(args)
         cfg = setup_cfg(args)
+        make_predictor = partial(build_predictor, cfg, args)
         if args.input is not None:
-            return run_images(args, cfg)
-        return run_stream(args, cfg)
+            return image_demo.run_images(args, make_predictor, _files_read(args, cfg))
+        return video_demo.run_stream(args, make_predictor, DEFAULT_OUTPUT)
     except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -224,158 +212,6 @@ def _files_read(args: argparse.Namespace, cfg: CfgNode) -> dict[str, Path]:
     if "://" not in cfg.MODEL.WEIGHTS:
         read["the weights"] = Path(cfg.MODEL.WEIGHTS)
     return read
-
-
-# ---------------------------------------------------------------------------------------------
-# Images
-
-
-@dataclass
-class Report:
-    """What happened to each input, for the summary and the exit code."""
-
-    succeeded: int = 0
-    instances: int = 0
-    cutouts: int = 0
-    failures: list[str] = field(default_factory=list)
-
-    def fail(self, message: str) -> None:
-        self.failures.append(message)
-        tqdm.write(f"error: {message}", sys.stderr)
-
-
-def run_images(args: argparse.Namespace, cfg: CfgNode) -> int:
-    report = Report()
-    listing = list_images(args.input)
-    for note in listing.notes:
-        tqdm.write(f"note: {note}", sys.stderr)
-    for problem in listing.problems:
-        report.fail(problem)
-    paths = listing.paths
-    if not paths:
-        raise UsageError("no input images: " + "; ".join(report.failures))
-    jobs, json_path = plan_image_outputs(paths, args, _files_read(args, cfg))
-    if not args.overwrite:
-        jobs = [job for job in jobs if _outputs_free(job, report)]
-    predictor = build_predictor(cfg, args) if jobs else None
-    results: list[dict] = []
-    start = time.perf_counter()
-    with tqdm(total=len(jobs), unit="image", disable=None) as progress:
-        for i in range(0, len(jobs), args.batch_size):
-            batch = jobs[i : i + args.batch_size]
-            for job, image, instances in _predict_chunk(predictor, batch, report):
-                try:
-                    results += _write_image_outputs(job, image, instances, predictor, args, report)
-                    report.succeeded += 1
-                    report.instances += len(instances)
-                except Exception as e:
-                    report.fail(f"{job.path}: cannot write its outputs ({e})")
-            progress.update(len(batch))
-    if json_path is not None:
-        write_bytes(json_path, json.dumps(results).encode(), args.overwrite)
-    _print_image_summary(report, len(paths), time.perf_counter() - start, jobs, json_path, args)
-    return 1 if report.failures else 0
-
-
-def _outputs_free(job: ImageJob, report: Report) -> bool:
-    problem = existing_output(job)
-    if problem:
-        report.fail(f"{job.path}: {problem}")
-    return not problem
-
-
-def _predict_chunk(predictor: RetinaMaskPredictor, jobs: list[ImageJob], report: Report):
-    """(job, RGB image, instances) of the jobs whose image reads and predicts; others reported.
-
-    Images outside the config's size limits are skipped with a message naming them. The chunk
-    goes through the model in one pass; if that fails, image by image, so that the error is
-    reported against the image that caused it.
-    """
-    limits = predictor.size_limits
-    loaded = []
-    for job in jobs:
-        try:
-            image = read_image(job.path, "RGB", limits.max_megapixels)
-            limits.check(image.shape[1], image.shape[0], str(job.path))
-            loaded.append((job, image))
-        except ImageReadError as e:
-            report.fail(str(e))
-        except Exception as e:
-            report.fail(f"{job.path}: cannot read it ({type(e).__name__}: {e})")
-    if len(loaded) > 1:
-        try:
-            predictions = predictor.predict_batch([image for _, image in loaded], format="RGB")
-            return [(job, image, inst) for (job, image), inst in zip(loaded, predictions)]
-        except Exception:
-            pass  # found and reported image by image below
-    done = []
-    for job, image in loaded:
-        try:
-            done.append((job, image, predictor.predict(image, format="RGB")))
-        except Exception as e:
-            report.fail(f"{job.path}: prediction failed ({type(e).__name__}: {e})")
-    return done
-
-
-def _write_image_outputs(
-    job: ImageJob, image: np.ndarray, instances: Instances, predictor, args, report: Report
-) -> list[dict]:
-    """Write the drawing and cut-outs of one image; return its COCO results."""
-    metadata = predictor.metadata
-    drawing = draw_instances(image, instances, metadata)
-    job.drawing.parent.mkdir(parents=True, exist_ok=True)
-    write_image(job.drawing, drawing, args.overwrite)
-    if job.cutout_dir is not None:
-        job.cutout_dir.mkdir(parents=True, exist_ok=True)
-        for stale in list(existing_cutouts(job)):  # only reached with --overwrite
-            stale.unlink()
-        for cutout in make_cutouts(image, instances, metadata, upright=args.upright):
-            write_image(job.cutout_dir / cutout.file_name(job.cutout_prefix), cutout.rgba, True)
-            report.cutouts += 1
-    return (
-        coco_results(instances, job.image_id, job.name, metadata) if args.json is not None else []
-    )
-
-
-def _print_image_summary(report: Report, total: int, seconds: float, jobs, json_path, args) -> None:
-    failed = len(report.failures)
-    print(
-        f"{report.succeeded} of {total} image(s) done in {seconds:.1f} s, {failed} problem(s); "
-        f"{report.instances} instance(s) with score >= {args.confidence_threshold:g}"
-    )
-    if report.succeeded:
-        folders = sorted({str(job.drawing.parent) for job in jobs})
-        print(f"  drawings: {', '.join(folders[:3])}{' ...' if len(folders) > 3 else ''}")
-        if args.cutouts is not None:
-            cutout_dirs = sorted({str(job.cutout_dir) for job in jobs})
-            print(f"  cut-outs: {report.cutouts} in {', '.join(cutout_dirs[:3])}")
-        if json_path is not None:
-            print(f"  COCO results: {json_path}")
-    if report.failures:
-        print("problems:")
-        for message in report.failures:
-            print(f"  {message}")
-
-
-# ---------------------------------------------------------------------------------------------
-# Video and webcam
-
-
-def run_stream(args: argparse.Namespace, cfg: CfgNode) -> int:
-    """Draw the predictions on every frame of --video-input or the webcam."""
-    output = stream_output(args, DEFAULT_OUTPUT)
-    if output is not None and output.exists() and not args.overwrite:
-        print(f"error: {output} exists already; pass --overwrite", file=sys.stderr)
-        return 1
-    source = "webcam 0" if args.webcam else args.video_input
-    capture = cv2.VideoCapture(0 if args.webcam else args.video_input)
-    if not capture.isOpened():
-        capture.release()
-        print(f"error: {source}: cannot be opened as a video", file=sys.stderr)
-        return 1
-    frames = stream_frames(capture, build_predictor(cfg, args), output, source)
-    print(f"{frames} frame(s) of {source} done" + (f"; video: {output}" if output else ""))
-    return 0 if frames else 1
 
 
 def _shown(path: Path) -> str:

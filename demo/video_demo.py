@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -18,6 +19,27 @@ from retinamask_d2.predictor import RetinaMaskPredictor
 
 VIDEO_CODECS = {".mp4": "mp4v", ".avi": "MJPG"}
 WINDOW_NAME = "RetinaMask"
+
+
+def run_stream(
+    args: argparse.Namespace,
+    make_predictor: Callable[[], RetinaMaskPredictor],
+    default_output: Path,
+) -> int:
+    """Draw the predictions on every frame of --video-input or the webcam; the exit code."""
+    output = stream_output(args, default_output)
+    if output is not None and output.exists() and not args.overwrite:
+        print(f"error: {output} exists already; pass --overwrite", file=sys.stderr)
+        return 1
+    source = "webcam 0" if args.webcam else args.video_input
+    capture = cv2.VideoCapture(0 if args.webcam else args.video_input)
+    if not capture.isOpened():
+        capture.release()
+        print(f"error: {source}: cannot be opened as a video", file=sys.stderr)
+        return 1
+    frames = stream_frames(capture, make_predictor(), output, source)
+    print(f"{frames} frame(s) of {source} done" + (f"; video: {output}" if output else ""))
+    return 0 if frames else 1
 
 
 def stream_output(args: argparse.Namespace, default_output: Path) -> Path | None:
