@@ -192,3 +192,16 @@ def test_a_detectron2_retinanet_checkpoint_starts_retinamask_training(tmp_path, 
     )
     with pytest.raises(CheckpointMismatchError, match=r"not in the file \(mask_branch.mask_head"):
         CheckedCheckpointer(build_model(cfg), fit="inference").load(path)
+
+
+def test_the_export_falls_back_to_the_cpu_and_checks_the_weights(three_class_weights, tmp_path):
+    from tests.common import INSTANT_CONFIG
+    from tests.export_common import export_model
+
+    opts = ["MODEL.WEIGHTS", three_class_weights, "MODEL.RETINANET.NUM_CLASSES", "4"]
+    if not torch.cuda.is_available():  # without the fallback, building the model would fail
+        opts += ["MODEL.DEVICE", "cuda"]
+    argv = ["--config-file", str(INSTANT_CONFIG), "--output", str(tmp_path), "--opts", *opts]
+    with pytest.raises(CheckpointMismatchError, match=f"^{three_class_weights} does not fit"):
+        export_model.main(argv)
+    assert list(tmp_path.iterdir()) == []
