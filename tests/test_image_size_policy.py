@@ -116,3 +116,11 @@ def test_the_predictor_names_arrays_outside_the_limits(tmp_path):
         predictor.predict(tmp_path / "strip.png")
     # 64 rows at the long side's 128 / 1000: 8.2, kept as 8.
     assert predictor.predict(np.zeros((64, 1000, 3), np.uint8)).image_size == (64, 1000)
+
+
+def test_configs_of_other_detectron2_models_get_the_default_limits():
+    from detectron2.config import get_cfg
+
+    limits = SizeLimits.from_config(get_cfg(), training=False)  # no RetinaMask keys
+    assert (limits.max_megapixels, limits.min_side) == (64.0, 8)
+    assert (limits.short_edge, limits.max_size) == (800, 1333)

@@ -82,15 +82,16 @@ class SizeLimits:
 
     @classmethod
     def from_config(cls, cfg, training: bool) -> SizeLimits:
-        """The limits of ``cfg`` for training (the smallest training scale) or testing."""
+        """The limits of ``cfg`` for training (the smallest training scale) or testing; a config
+        without RetinaMask's keys (another detectron2 model) gets their defaults."""
         split = "TRAIN" if training else "TEST"
         short = cfg.INPUT[f"MIN_SIZE_{split}"]
         if training:
             short = min(short) if cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING == "choice" else short[0]
-        max_megapixels = cfg.INPUT.MAX_IMAGE_MEGAPIXELS
+        max_megapixels = cfg.INPUT.get("MAX_IMAGE_MEGAPIXELS", DEFAULT_MAX_MEGAPIXELS)
         return cls(
             max_megapixels=max_megapixels if max_megapixels > 0 else None,
-            min_side=int(cfg.INPUT.MIN_IMAGE_SIDE),
+            min_side=int(cfg.INPUT.get("MIN_IMAGE_SIDE", DEFAULT_MIN_SIDE)),
             short_edge=int(short),
             max_size=int(cfg.INPUT[f"MAX_SIZE_{split}"]),
             resize_keys=f"INPUT.MIN_SIZE_{split} / MAX_SIZE_{split}",
