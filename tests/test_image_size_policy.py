@@ -124,3 +124,17 @@ def test_configs_of_other_detectron2_models_get_the_default_limits():
     limits = SizeLimits.from_config(get_cfg(), training=False)  # no RetinaMask keys
     assert (limits.max_megapixels, limits.min_side) == (64.0, 8)
     assert (limits.short_edge, limits.max_size) == (800, 1333)
+
+
+def test_the_data_mapper_names_images_outside_the_limits(tmp_path):
+    """Datasets registered elsewhere (not checked before training) meet the limits when read."""
+    from retinamask_d2.data.mapper import ImageIOMapper
+
+    cfg = get_tiny_cfg()
+    Image.new("RGB", (1000, 9)).save(tmp_path / "strip.png")
+    record = {"file_name": str(tmp_path / "strip.png"), "height": 9, "width": 1000, "image_id": 1}
+    for is_train in (True, False):  # the long side's cap is 128 in both
+        with pytest.raises(ImageReadError, match="strip.png: 1000x9 is resized to 128x1"):
+            ImageIOMapper(cfg, is_train=is_train)(dict(record))
+    cfg.INPUT.MIN_IMAGE_SIDE = 1
+    assert ImageIOMapper(cfg, is_train=False)(dict(record))["image"].shape == (3, 1, 128)
