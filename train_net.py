@@ -13,38 +13,36 @@ Problems with the command line, the config, the data or a checkpoint print one `
 """
 
 import argparse
-import logging
 import os
 import sys
 
-import torch
 import yaml
 from detectron2.config import get_cfg
-from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data import MetadataCatalog
 from detectron2.engine import default_argument_parser, default_setup, launch
 from detectron2.evaluation import verify_results
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from retinamask_d2 import add_retinamask_config
-from retinamask_d2.checkpoint.checked import CheckedCheckpointer, CheckpointError
-from retinamask_d2.data.coco_json import CocoJsonError, is_checked_coco_json
-from retinamask_d2.data.image_io import ImageReadError
-from retinamask_d2.data.user_datasets import setup_datasets
+from retinamask_d2.checkpoint.checked import CheckedCheckpointer
+from retinamask_d2.cli import (
+    USAGE_EXIT_CODE,
+    USER_ERRORS,
+    UsageError,
+    fall_back_to_cpu,
+    require_weights,
+    user_message,
+)
+from retinamask_d2.data.coco_json import CocoJsonError
+from retinamask_d2.data.user_datasets import check_test_datasets, setup_datasets
 from retinamask_d2.engine import Trainer
 from retinamask_d2.evaluation.class_mapping import check_test_classes
 
 # Names under which --train-json / --test-json register their datasets.
 CLI_DATASET_NAMES = {"train": "coco_json_train", "test": "coco_json_test"}
-USAGE_EXIT_CODE = 2
-
-
-class UsageError(ValueError):
-    """A command line or config that cannot run; the message says what to change."""
-
-
-# Errors whose message is all a user needs: printed as one "error:" line, exit code 2.
-USER_ERRORS = (UsageError, CocoJsonError, ImageReadError, CheckpointError)
+# The name --eval-only writes its config under: the training run's config.yaml stays as it is.
+EVAL_CONFIG_NAME = "config_eval.yaml"
 
 
 def dataset_options(args: argparse.Namespace) -> list[str]:
@@ -78,29 +76,55 @@ def setup(args: argparse.Namespace):
             raise
         source = " or ".join(filter(None, [args.config_file, "the command line's KEY VALUE"]))
         raise UsageError(f"bad config in {source}: {e}") from None
+    _make_output_dir(cfg.OUTPUT_DIR)
     # Before the datasets are checked: what they skip is logged to OUTPUT_DIR/log.txt too.
     setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="retinamask_d2")
-    if not args.eval_only and not cfg.DATASETS.TRAIN:
-        raise UsageError(
-            "no training set: pass --train-json FILE --train-images DIR, or name datasets in "
-            "DATASETS.TRAIN (or evaluate with --eval-only)"
-        )
+    if not args.eval_only:
+        if not cfg.DATASETS.TRAIN:
+            raise UsageError(
+                "no training set: pass --train-json FILE --train-images DIR, or name datasets in "
+                "DATASETS.TRAIN (or evaluate with --eval-only)"
+            )
+        if cfg.SOLVER.MAX_ITER < 1:
+            raise UsageError(f"SOLVER.MAX_ITER must be at least 1, got {cfg.SOLVER.MAX_ITER}")
     setup_datasets(cfg, training=not args.eval_only)
     _check_annotation_files(cfg, training=not args.eval_only)
-    for name in cfg.DATASETS.TEST:  # checked now, not after training
-        if is_checked_coco_json(name):
-            DatasetCatalog.get(name)
+    check_test_datasets(cfg)
     check_test_classes(cfg)
     if args.eval_only:
         _check_eval_weights(cfg, args.resume)
-    no_gpu = cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available()
-    if no_gpu:
-        cfg.MODEL.DEVICE = "cpu"
+    elif cfg.MODEL.WEIGHTS:  # empty: training from scratch
+        require_weights(cfg)
+    fall_back_to_cpu(cfg)
     cfg.freeze()
-    default_setup(cfg, args)
-    if no_gpu:
-        logging.getLogger("detectron2").warning("no GPU found: running on the CPU")
+    _default_setup(cfg, args)
     return cfg
+
+
+def _make_output_dir(output_dir: str) -> None:
+    try:
+        os.makedirs(output_dir, exist_ok=True)
+    except OSError as e:
+        what = "is a file" if os.path.isfile(output_dir) else f"cannot be made ({e.strerror})"
+        raise UsageError(f"OUTPUT_DIR {output_dir}: {what}; name a folder") from None
+
+
+def _default_setup(cfg, args: argparse.Namespace) -> None:
+    """detectron2's ``default_setup``, which writes the config to OUTPUT_DIR/config.yaml; with
+    ``--eval-only`` that file (a training run's config, often the one being evaluated) is kept
+    and the evaluation's config goes to ``EVAL_CONFIG_NAME`` instead."""
+    path = os.path.join(cfg.OUTPUT_DIR, "config.yaml")
+    kept = None
+    if args.eval_only and comm.is_main_process() and os.path.isfile(path):
+        with open(path, "rb") as f:
+            kept = f.read()
+    default_setup(cfg, args)
+    if not (args.eval_only and comm.is_main_process()) or not os.path.isfile(path):
+        return
+    os.replace(path, os.path.join(cfg.OUTPUT_DIR, EVAL_CONFIG_NAME))
+    if kept is not None:
+        with open(path, "wb") as f:
+            f.write(kept)
 
 
 def _check_annotation_files(cfg, training: bool) -> None:
@@ -127,8 +151,7 @@ def _check_eval_weights(cfg, resume: bool) -> None:
             "--eval-only with an empty MODEL.WEIGHTS would evaluate an untrained model; pass "
             "MODEL.WEIGHTS path/to/model_final.pth"
         )
-    if "://" not in weights and not os.path.isfile(weights):
-        raise UsageError(f"MODEL.WEIGHTS {weights}: no such file")
+    require_weights(cfg)
 
 
 def main(args: argparse.Namespace):
@@ -141,23 +164,11 @@ def main(args: argparse.Namespace):
         sys.exit(USAGE_EXIT_CODE)
 
 
-def user_message(error: Exception) -> str:
-    """The error's own message; for one re-raised from a data-loader worker (whose message is
-    then the worker's whole traceback), the original message at its end."""
-    message = str(error)
-    if "Original Traceback" not in message:
-        return message
-    marker = f"{type(error).__module__}.{type(error).__qualname__}: "
-    return message.rpartition(marker)[2].strip() or message
-
-
 def run(args: argparse.Namespace):
     cfg = setup(args)
     if args.eval_only:
         model = Trainer.build_model(cfg)
-        checkpointer = CheckedCheckpointer(
-            model, save_dir=cfg.OUTPUT_DIR, refuse_mismatched_shapes=True
-        )
+        checkpointer = CheckedCheckpointer(model, save_dir=cfg.OUTPUT_DIR, fit="inference")
         checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
         results = Trainer.test(cfg, model)
         if comm.is_main_process():

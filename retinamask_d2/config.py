@@ -10,6 +10,8 @@ Any ``config.yaml`` that ``train_net.py`` writes loads with ``get_cfg()`` and th
 
 from detectron2.config import CfgNode as CN
 
+from retinamask_d2.data.image_io import DEFAULT_MAX_MEGAPIXELS, DEFAULT_MIN_SIDE
+
 
 def add_retinamask_config(cfg: CN) -> None:
     """Add the keys of RetinaMask to ``cfg`` (in place), like detectron2's ``add_*_config``."""
@@ -18,6 +20,13 @@ def add_retinamask_config(cfg: CN) -> None:
     # Users' COCO-format datasets: (name, json_file, image_root) triples, registered (and checked)
     # before training or evaluation so that DATASETS.TRAIN / TEST can name them.
     _C.DATASETS.COCO_JSON = ()
+
+    # The image sizes training, evaluation, the predictor and the demo accept (checked from the
+    # file headers before training): at most MAX_IMAGE_MEGAPIXELS (0: no limit), at least
+    # MIN_IMAGE_SIDE pixels on each side, as stored and after the resize of INPUT.MIN_SIZE_* /
+    # MAX_SIZE_*. Not downscaled: results stay in the file's pixel coordinates.
+    _C.INPUT.MAX_IMAGE_MEGAPIXELS = DEFAULT_MAX_MEGAPIXELS
+    _C.INPUT.MIN_IMAGE_SIDE = DEFAULT_MIN_SIDE
 
     _C.MODEL.RETINAMASK = CN()
     # FPN levels the mask branch pools from (paper: P3-P5, scales 1/8-1/32).

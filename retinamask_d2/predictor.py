@@ -20,11 +20,13 @@ from detectron2.engine import DefaultPredictor
 from detectron2.structures import Instances
 from PIL import Image, ImageOps
 
-from retinamask_d2.checkpoint.checked import check_loadable
+from retinamask_d2.checkpoint.checked import CheckedCheckpointer
 from retinamask_d2.config import add_retinamask_config
 from retinamask_d2.data.classes import model_metadata
 from retinamask_d2.data.image_io import (
-    DEFAULT_MAX_MEGAPIXELS,
+    ImageReadError,
+    SizeLimits,
+    channels_first_hint,
     check_format,
     pil_to_rgb,
     read_image,
@@ -67,25 +69,27 @@ class RetinaMaskPredictor(DefaultPredictor):
     ``confidence_threshold`` keeps only detections scoring at least that, and the model computes
     boxes and masks for those only (the instances are the same as filtering afterwards).
     ``precision`` "bf16" or "fp16" runs the model under autocast in that type (fp16 on a GPU).
+
+    The weights must fit the model: a checkpoint of another architecture or class count is
+    refused with a ``CheckpointError`` listing what does not match. Images outside
+    ``INPUT.MAX_IMAGE_MEGAPIXELS`` / ``INPUT.MIN_IMAGE_SIDE`` raise an ``ImageReadError``
+    naming them.
     """
 
     def __init__(
         self,
         cfg: CfgNode,
-        max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS,
         confidence_threshold: float | None = None,
         precision: str = "fp32",
     ):
         if confidence_threshold is not None:
             cfg = with_confidence_threshold(cfg, confidence_threshold)
-        try:
-            super().__init__(cfg)
-        except Exception:
-            check_loadable(cfg.MODEL.WEIGHTS)  # a CheckpointError that says what the file is
-            raise
+        # DefaultPredictor builds the model; the weights load here, checked against it.
+        super().__init__(_without_weights(cfg))
+        self.cfg = cfg.clone()
+        CheckedCheckpointer(self.model, fit="inference").load(cfg.MODEL.WEIGHTS)
         self.metadata = model_metadata(cfg)
-        self.max_megapixels = max_megapixels
-        self.confidence_threshold = confidence_threshold
+        self.size_limits = SizeLimits.from_config(cfg, training=False)
         self.autocast = autocast_context(cfg.MODEL.DEVICE, precision)
 
     def predict(self, image: ImageLike, format: str = "BGR") -> Instances:
@@ -110,26 +114,35 @@ class RetinaMaskPredictor(DefaultPredictor):
             return []
         with torch.no_grad(), self.autocast():
             outputs = self.model(inputs)
-        results = [output["instances"].to("cpu") for output in outputs]
-        if self.confidence_threshold is None:
-            return results
-        # The model already applies the threshold; this also covers models that ignore its keys.
-        return [r[r.scores >= self.confidence_threshold] for r in results]
+        return [output["instances"].to("cpu") for output in outputs]
 
     def _model_input(self, image: ImageLike, format: str, position: int) -> dict:
+        name, hint = f"image {position} of the batch", ""
         if isinstance(image, (str, os.PathLike)):
-            model_image = read_image(image, self.input_format, self.max_megapixels)
+            name = str(image)
+            model_image = read_image(image, self.input_format, self.size_limits.max_megapixels)
         elif isinstance(image, Image.Image):
-            rgb = pil_to_rgb(ImageOps.exif_transpose(image), f"image {position} of the batch")
+            rgb = pil_to_rgb(ImageOps.exif_transpose(image), name)
             model_image = rgb if self.input_format == "RGB" else rgb[:, :, ::-1]
         else:
-            model_image = to_uint8_3channel(image, f"image {position} of the batch")
+            model_image = to_uint8_3channel(image, name)
+            name, hint = f"{name} (shape {np.shape(image)})", channels_first_hint(np.shape(image))
             if format != self.input_format:
                 model_image = model_image[:, :, ::-1]
         height, width = model_image.shape[:2]
+        problem = self.size_limits.problem(width, height)
+        if problem:
+            raise ImageReadError(f"{name}: {problem}{hint}")
         resized = self.aug.get_transform(model_image).apply_image(model_image)
         tensor = torch.as_tensor(np.ascontiguousarray(resized.transpose(2, 0, 1), dtype=np.float32))
         return {"image": tensor, "height": height, "width": width}
+
+
+def _without_weights(cfg: CfgNode) -> CfgNode:
+    cfg = cfg.clone()
+    cfg.defrost()
+    cfg.MODEL.WEIGHTS = ""
+    return cfg
 
 
 def with_confidence_threshold(cfg: CfgNode, threshold: float) -> CfgNode:

@@ -23,6 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout too
 
+from retinamask_d2.cli import USAGE_EXIT_CODE, USER_ERRORS, fall_back_to_cpu  # noqa: E402
 from retinamask_d2.data.image_io import read_image  # noqa: E402
 from retinamask_d2.export import describe, export_onnx, export_torchscript  # noqa: E402
 from retinamask_d2.modeling import RetinaMask  # noqa: E402
@@ -67,7 +68,8 @@ def main(argv: list[str] | None = None) -> Path:
     """Export; return the path of the exported file."""
     args = parse_args(argv)
     cfg = load_config(args.config_file, opts=args.opts)
-    predictor = RetinaMaskPredictor(cfg)
+    fall_back_to_cpu(cfg)
+    predictor = RetinaMaskPredictor(cfg)  # refuses weights that do not fit the model
     model = predictor.model
     if not isinstance(model, RetinaMask):
         raise ValueError(f"MODEL.META_ARCHITECTURE must be RetinaMask, got {type(model).__name__}")
@@ -87,5 +89,8 @@ def main(argv: list[str] | None = None) -> Path:
 if __name__ == "__main__":
     try:
         main()
+    except USER_ERRORS as error:  # bad weights, a bad sample image: one line, no traceback
+        print(f"export_model.py: error: {error}", file=sys.stderr)
+        sys.exit(USAGE_EXIT_CODE)
     except ValueError as error:  # a config the file cannot hold: one line, no traceback
         sys.exit(f"export_model.py: error: {error}")

@@ -2,6 +2,8 @@
 and a config that loads them."""
 
 import json
+import struct
+import zlib
 from pathlib import Path
 
 import cv2
@@ -61,3 +63,19 @@ def coco_cfg(mask_format="polygon"):
     cfg.INPUT.MIN_SIZE_TRAIN = (H,)
     cfg.INPUT.RANDOM_FLIP = "none"
     return cfg
+
+
+def png_header_only(path: Path, width: int, height: int) -> None:
+    """A PNG whose header says width x height, with almost no pixel data (a few hundred bytes)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 7))
+        + chunk(b"IEND", b"")
+    )

@@ -87,9 +87,13 @@ def test_files_that_are_not_checkpoints_say_what_they_are(tmp_path, write, what)
 def test_evaluation_refuses_weights_of_another_shape(tmp_path):
     CheckedCheckpointer(nn.Linear(2, 4), str(tmp_path)).save("four")
     path = str(tmp_path / "four.pth")
-    CheckedCheckpointer(nn.Linear(2, 3)).load(path)  # training: detectron2 warns and goes on
-    with pytest.raises(CheckpointError, match=r"four\.pth: 2 weight\(s\) do not fit the model"):
-        CheckedCheckpointer(nn.Linear(2, 3), refuse_mismatched_shapes=True).load(path)
+    CheckedCheckpointer(nn.Linear(2, 3)).load(path)  # fit None: detectron2 warns and goes on
+    with pytest.raises(CheckpointError) as error:
+        CheckedCheckpointer(nn.Linear(2, 3), fit="inference").load(path)
+    assert str(error.value).startswith(
+        f"{path} does not fit the model: parameters 2 of another shape (weight [4, 2] in the "
+        "file, [3, 2] in the model, bias [4] in the file, [3] in the model)"
+    )
 
 
 def test_the_predictor_says_what_a_bad_weights_file_is(tmp_path):

@@ -1,7 +1,8 @@
 """Property: a valid COCO-format dataset, mutated (wrong types, NaN and infinities, huge and
-negative numbers, missing keys, duplicates, wrong sizes, truncated files), either trains a
-step or is refused with the project's own error naming the file; never another exception,
-never the memory limit.
+negative numbers, missing keys, duplicates, wrong sizes, truncated files, images of 1xN, Nx1 or
+a huge header), either trains a step or is refused with the project's own error naming the file;
+never another exception, never the memory limit. And: weights saved under one config and loaded
+under another either load exactly (same model) or are refused naming the file.
 
 The cases run in one subprocess (tests/data_case_worker.py) under an address-space limit, so
 that a mutation which makes a library allocate without bound fails the test instead of the
@@ -24,6 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from tests.coco_files import png_header_only
 from tests.data_case_worker import RESULT_MARK
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,6 +39,11 @@ ODD_VALUES = st.one_of(
     st.integers(-(10**6), 10**6),
     st.floats(allow_nan=True, allow_infinity=True),
 )
+
+
+# (width, height) of "image_shape": 1 x N, N x 1, strips the resize leaves < 8 pixels wide, a
+# header of 30000 x 30000, and the smallest sizes that train.
+IMAGE_SHAPES = [(1, H), (W, 1), (1000, 9), (9, 1000), (30000, 30000), (8, 8)]
 
 
 def _base() -> dict:
@@ -98,6 +105,7 @@ def mutations(draw):
                 "image_file",
                 "image_kind",
                 "all_crowd",
+                "image_shape",
             ]
         )
     )
@@ -168,6 +176,17 @@ def _apply(mutation, data: dict, images: Path) -> None:
     elif kind == "all_crowd":
         for a in anns:
             a["iscrowd"] = 1
+    elif kind == "image_shape":
+        image = imgs[index % 3]
+        path = images / IMAGES[index % 3]
+        width, height = IMAGE_SHAPES[index]
+        if width * height > 10**7:  # the header says so; the file holds a few bytes
+            png_header_only(path, width, height)
+        else:
+            Image.new("RGB", (width, height), (9, 8, 7)).save(path, format=_format(path))
+        if fraction < 0.8:  # mostly the json agrees (and the image's annotations go), so that
+            image["width"], image["height"] = width, height  # the size limits are what refuses
+            anns[:] = [a for a in anns if a.get("image_id") != image.get("id")]
 
 
 def _format(path: Path) -> str:
@@ -258,3 +277,63 @@ def _run(worker: Worker, folder: Path, changes: list) -> dict:
         "output": str(folder / "out"),
     }
     return worker.run(case)
+
+
+# ---------------------------------------------------------------------------------------------
+# Weights saved under one config, loaded under another.
+
+CONFIG_CHOICES = {
+    "MODEL.RETINANET.NUM_CLASSES": [2, 3],
+    "MODEL.RESNETS.NORM": ["GN", "BN"],  # BN adds running statistics: other keys
+    "MODEL.FPN.OUT_CHANNELS": [32, 64],
+    "MODEL.ROI_MASK_HEAD.CONV_DIM": [16, 32],
+}
+CONFIGS = st.fixed_dictionaries({k: st.sampled_from(v) for k, v in CONFIG_CHOICES.items()})
+
+
+def _tiny_cfg(options: dict):
+    from tests.common import get_tiny_cfg
+
+    cfg = get_tiny_cfg()
+    cfg.merge_from_list([x for kv in options.items() for x in kv])
+    return cfg
+
+
+@settings(
+    max_examples=int(os.environ.get("RETINAMASK_PROPERTY_EXAMPLES", "24")) // 3,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(saved=CONFIGS, loaded=CONFIGS)
+def test_weights_of_another_config_load_exactly_or_are_refused(tmp_path, saved, loaded):
+    import torch
+    from detectron2.checkpoint import DetectionCheckpointer
+    from detectron2.modeling import build_model
+
+    from retinamask_d2.checkpoint.checked import CheckedCheckpointer
+    from retinamask_d2.checkpoint.errors import CheckpointMismatchError
+    from retinamask_d2.predictor import RetinaMaskPredictor
+
+    torch.manual_seed(0)
+    DetectionCheckpointer(build_model(_tiny_cfg(saved)), str(tmp_path)).save("saved")
+    path = str(tmp_path / "saved.pth")
+    cfg = _tiny_cfg(loaded)
+    cfg.MODEL.WEIGHTS = path
+    if saved == loaded:
+        state = RetinaMaskPredictor(cfg).model.state_dict()
+        for key, value in torch.load(path, weights_only=True)["model"].items():
+            assert torch.equal(state[key], value), key
+    else:
+        with pytest.raises(CheckpointMismatchError, match=f"^{path} does not fit the model"):
+            RetinaMaskPredictor(cfg)
+    # A training run may start from another class count only (the class layers start fresh).
+    other_classes_only = [k for k in saved if saved[k] != loaded[k]] == [
+        "MODEL.RETINANET.NUM_CLASSES"
+    ]
+    checkpointer = CheckedCheckpointer(build_model(cfg), fit="training")
+    if saved == loaded or other_classes_only:
+        checkpointer.load(path)
+    else:
+        with pytest.raises(CheckpointMismatchError, match=f"^{path} does not fit the model"):
+            checkpointer.load(path)

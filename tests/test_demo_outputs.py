@@ -11,13 +11,17 @@ from PIL import Image
 
 from retinamask_d2.predictor import RetinaMaskPredictor, load_config
 from tests.common import (
+    DEMO_PATH,
     build_tiny_model,
     demo,
     get_tiny_cfg,
+    load_script,
     model_args,
     noise_image,
     weights_args,
 )
+
+plan_outputs = load_script(DEMO_PATH.parent / "plan_outputs.py", "plan_outputs")
 
 
 @pytest.fixture(scope="module")
@@ -76,11 +80,11 @@ def test_json_and_cutouts_never_replace_an_input(model_dir, tmp_path, capsys, ov
 
 
 def test_inputs_without_a_common_folder_are_named_by_their_last_folders():
-    names = demo._relative_names([Path("/tmp/q/val/x.png"), Path("/var/q/train/y.png")])
+    names = plan_outputs.relative_names([Path("/tmp/q/val/x.png"), Path("/var/q/train/y.png")])
     assert names == ["val/x.png", "train/y.png"]
-    names = demo._relative_names([Path("/tmp/a/val/x.png"), Path("/var/b/val/x.png")])
+    names = plan_outputs.relative_names([Path("/tmp/a/val/x.png"), Path("/var/b/val/x.png")])
     assert names == ["a/val/x.png", "b/val/x.png"]
-    assert demo._relative_names([Path("/tmp/d/a/x.png"), Path("/tmp/d/b/y.png")]) == [
+    assert plan_outputs.relative_names([Path("/tmp/d/a/x.png"), Path("/tmp/d/b/y.png")]) == [
         "a/x.png",
         "b/y.png",
     ]

@@ -31,12 +31,14 @@ def test_upright_cutouts_are_what_make_cutouts_turns(model_dir, tmp_path, monkey
     made = []
 
     def spy(image, instances, metadata, upright=False):
-        cutouts = demo.make_cutouts.__wrapped__(image, instances, metadata, upright=upright)
+        cutouts = demo.image_demo.make_cutouts.__wrapped__(
+            image, instances, metadata, upright=upright
+        )
         made.append((upright, cutouts))
         return cutouts
 
-    spy.__wrapped__ = demo.make_cutouts
-    monkeypatch.setattr(demo, "make_cutouts", spy)
+    spy.__wrapped__ = demo.image_demo.make_cutouts
+    monkeypatch.setattr(demo.image_demo, "make_cutouts", spy)
     out = tmp_path / "out"
     argv = ["--input", str(tmp_path / "a.png"), "--output", str(out), "--cutouts", "--upright"]
     assert demo.main(model_args(model_dir) + argv + weights_args(model_dir)) == 0

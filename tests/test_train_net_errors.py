@@ -147,3 +147,89 @@ def test_errors_from_data_loader_workers_show_their_own_message(tmp_path):
         next(iter(DataLoader(Broken(), num_workers=1)))
     assert "Original Traceback" in str(error.value)
     assert train_net.user_message(error.value) == "/data/x.jpg: truncated or corrupt image data"
+
+
+def _train_argv(tmp_path, **opts) -> list[str]:
+    json_file, image_root = write_coco_json(tmp_path, [ann(1)])
+    config = _config(tmp_path, **{"SOLVER.MAX_ITER": 1, "DATALOADER.NUM_WORKERS": 0, **opts})
+    return ["--config-file", config, "--train-json", json_file, "--train-images", image_root]
+
+
+def test_an_empty_test_set_stops_before_training(tmp_path, capsys):
+    test = tmp_path / "test"
+    test.mkdir()
+    test_json, test_images = write_coco_json(test, [], images=[])
+    argv = _train_argv(tmp_path) + ["--test-json", test_json, "--test-images", test_images]
+    assert _main(argv) == 2
+    assert _one_error_line(capsys) == (
+        f"error: {test_json}: 'images' is empty; dataset 'coco_json_test' in DATASETS.TEST has "
+        "nothing to evaluate"
+    )
+    assert not (tmp_path / "out" / "model_final.pth").exists()
+    weights = tmp_path / "w.pth"
+    weights.write_bytes(b"")
+    eval_argv = ["--config-file", _config(tmp_path), "--eval-only", "--test-json", test_json]
+    assert _main(eval_argv + ["--test-images", test_images, "MODEL.WEIGHTS", str(weights)]) == 2
+    assert "'images' is empty" in _one_error_line(capsys)
+
+
+def test_config_values_that_cannot_run_are_one_line(tmp_path, capsys):
+    (tmp_path / "a_file").write_text("")
+    cases = [
+        (["OUTPUT_DIR", str(tmp_path / "a_file")], f"OUTPUT_DIR {tmp_path / 'a_file'}: is a file"),
+        (["SOLVER.MAX_ITER", "0"], "SOLVER.MAX_ITER must be at least 1, got 0"),
+        (["MODEL.WEIGHTS", str(tmp_path)], f"MODEL.WEIGHTS {tmp_path}: is a folder"),
+        (["MODEL.WEIGHTS", str(tmp_path / "no.pth")], f"{tmp_path / 'no.pth'}: no such file"),
+        (["MODEL.WEIGHTS", "http://127.0.0.1:9/w.pth"], "http://127.0.0.1:9/w.pth: cannot be"),
+    ]
+    argv = _train_argv(tmp_path)
+    for opts, message in cases:
+        assert _main(argv + opts) == 2, opts
+        assert message in _one_error_line(capsys)
+        for name in train_net.CLI_DATASET_NAMES.values():  # registered again by the next run
+            if name in DatasetCatalog.list():
+                DatasetCatalog.remove(name)
+                MetadataCatalog.remove(name)
+
+
+def test_resuming_onto_a_checkpoint_of_another_class_count_is_one_line(tmp_path, capsys):
+    from detectron2.checkpoint import DetectionCheckpointer
+    from detectron2.modeling import build_model
+
+    out = tmp_path / "out"
+    out.mkdir()
+    DetectionCheckpointer(build_model(get_tiny_cfg(num_classes=3)), str(out)).save("model_0000004")
+    (out / "last_checkpoint").write_text("model_0000004.pth")
+    assert _main(_train_argv(tmp_path) + ["--resume"]) == 2  # the json has 2 categories
+    line = _one_error_line(capsys)
+    assert line.startswith(f"error: --resume: {out} holds a run of another model: ")
+    assert "head.cls_score.weight [27, 64, 3, 3] in the file, [18, 64, 3, 3] in the model" in line
+
+
+def test_eval_only_keeps_the_training_config(tmp_path, capsys):
+    from detectron2.checkpoint import DetectionCheckpointer
+    from detectron2.modeling import build_model
+
+    cfg = get_tiny_cfg(num_classes=2)
+    out = tmp_path / "out"
+    out.mkdir()
+    DetectionCheckpointer(build_model(cfg), str(out)).save("model_final")
+    (out / "config.yaml").write_text("# the training run's\n")
+    json_file, image_root = write_coco_json(tmp_path, [ann(1)])
+    argv = ["--config-file", _config(tmp_path), "--eval-only", "--test-json", json_file]
+    argv += ["--test-images", image_root, "MODEL.WEIGHTS", str(out / "model_final.pth")]
+    argv += ["MODEL.RETINAMASK.CLASS_NAMES", '["cat", "dog"]', "MODEL.RETINANET.NUM_CLASSES", "2"]
+    train_net.main(train_net.argument_parser().parse_args(argv))
+    assert (out / "config.yaml").read_text() == "# the training run's\n"
+    assert "NUM_CLASSES: 2" in (out / train_net.EVAL_CONFIG_NAME).read_text()
+
+
+def test_duplicate_category_names_name_both_ids(tmp_path, capsys):
+    categories = [{"id": 1, "name": "disk"}, {"id": 2, "name": "disk"}, {"id": 3, "name": "bar"}]
+    json_file, image_root = write_coco_json(tmp_path, [ann(1)], categories=categories)
+    argv = ["--config-file", _config(tmp_path), "--train-json", json_file]
+    assert _main(argv + ["--train-images", image_root]) == 2
+    assert _one_error_line(capsys) == (
+        f"error: {json_file}: category ids 1 and 2 are both named 'disk'; class names must be "
+        "unique (merge them, or rename one)"
+    )

@@ -15,8 +15,10 @@ import os
 import zipfile
 from typing import Any
 
-import torch
 from detectron2.checkpoint import DetectionCheckpointer
+
+from .compatibility import LoadReport, judge_fit
+from .errors import CheckpointError, CheckpointMismatchError
 
 logger = logging.getLogger(__name__)
 
@@ -31,27 +33,31 @@ _SIGNATURES = {
 }
 
 
-class CheckpointError(ValueError):
-    """A file that cannot be loaded as a checkpoint; the message names it and says why."""
-
-
 class CheckedCheckpointer(DetectionCheckpointer):
     """``DetectionCheckpointer`` whose load errors are :class:`CheckpointError` naming the file,
     and whose ``resume_or_load`` falls back to the newest intact checkpoint of ``save_dir``.
 
-    With ``refuse_mismatched_shapes`` (evaluation), weights whose shapes do not fit the model are
-    an error instead of a warning: the skipped layers would be evaluated at random.
+    ``fit`` says which weights fit the model (:func:`~.compatibility.judge_fit`): "inference"
+    (evaluation, the predictor) needs every parameter from the file; "training" also accepts
+    the documented fresh starts (an ImageNet backbone, a detectron2 RetinaNet, another class
+    count) with one line saying what starts fresh, except when resuming; None keeps
+    detectron2's warn-and-go-on.
     """
 
-    def __init__(self, *args, refuse_mismatched_shapes: bool = False, **kwargs):
+    def __init__(self, *args, fit: str | None = None, **kwargs):
         super().__init__(*args, **kwargs)
-        self.refuse_mismatched_shapes = refuse_mismatched_shapes
+        if fit not in (None, "inference", "training"):
+            raise ValueError(f"fit must be None, 'inference' or 'training', got {fit!r}")
+        self.fit = fit
         self._loading = ""
+        self._resuming = False
+        self._fresh_start = ""
 
     def load(self, path: str, *args, **kwargs) -> dict[str, Any]:
         self._loading = path
+        local = _local_file(path, self.path_manager) if path else path
         try:
-            return super().load(path, *args, **kwargs)
+            return super().load(local, *args, **kwargs)
         finally:
             # detectron2 main keeps the URL being loaded in this attribute and asserts that it is
             # unset when a load starts; a load that raised leaves it set, which would stop the
@@ -61,16 +67,17 @@ class CheckedCheckpointer(DetectionCheckpointer):
 
     def _load_model(self, checkpoint: Any):
         incompatible = super()._load_model(checkpoint)
-        if self.refuse_mismatched_shapes and incompatible.incorrect_shapes:
-            shown = ", ".join(
-                f"{key} {tuple(saved)} in the file, {tuple(wanted)} in the model"
-                for key, saved, wanted in incompatible.incorrect_shapes[:3]
-            )
-            raise CheckpointError(
-                f"{self._loading}: {len(incompatible.incorrect_shapes)} weight(s) do not fit the "
-                f"model ({shown}); evaluate with the config the weights were trained with"
-            )
+        if self.fit is not None:
+            report = LoadReport.from_incompatible(incompatible, self.model.state_dict())
+            training = self.fit == "training" and not self._resuming
+            self._fresh_start = judge_fit(report, self._loading, starting_training=training)
         return incompatible
+
+    def _log_incompatible_keys(self, incompatible) -> None:
+        if self.fit is None:
+            super()._log_incompatible_keys(incompatible)
+        elif self._fresh_start:  # instead of one warning per parameter
+            self.logger.info(self._fresh_start)
 
     def _load_file(self, filename: str) -> dict[str, Any]:
         if filename.endswith(MODEL_ZOO_SUFFIXES):
@@ -92,12 +99,24 @@ class CheckedCheckpointer(DetectionCheckpointer):
         last = self.get_checkpoint_file()
         candidates = [last] + [f for f in self._newest_first() if f != last]
         failures = []
+        self._resuming = True
+        try:
+            return self._resume_from(candidates, last, failures)
+        finally:
+            self._resuming = False
+
+    def _resume_from(self, candidates: list[str], last: str, failures: list[str]):
         for candidate in candidates:
             if not os.path.isfile(candidate):
                 failures.append(f"{candidate}: no such file")
                 continue
             try:
                 loaded = self.load(candidate)
+            except CheckpointMismatchError as e:  # older checkpoints are of the same run
+                raise CheckpointMismatchError(
+                    f"--resume: {self.save_dir} holds a run of another model: {e}; resume with "
+                    "that run's config, or train into another OUTPUT_DIR"
+                ) from None
             except CheckpointError as e:
                 failures.append(str(e))
                 logger.warning(f"cannot resume from {e}")
@@ -117,11 +136,22 @@ class CheckedCheckpointer(DetectionCheckpointer):
         return sorted(files, key=lambda f: (os.path.getmtime(f), f), reverse=True)
 
 
-def check_loadable(path: str) -> None:
-    """Raise :class:`CheckpointError` if the local file ``path`` does not load as a checkpoint
-    (other paths, e.g. URLs and model-zoo formats, are left to detectron2)."""
-    if os.path.isfile(path) and not path.endswith(MODEL_ZOO_SUFFIXES):
-        CheckedCheckpointer(torch.nn.Module())._load_file(path)
+def _local_file(path: str, path_manager) -> str:
+    """``path`` checked to be a file, or a URL downloaded (its local copy); else a
+    :class:`CheckpointError` naming it (detectron2 asserts, or raises the download's error)."""
+    if "://" in path:
+        try:
+            return path_manager.get_local_path(path)
+        except Exception as e:
+            raise CheckpointError(
+                f"{path}: cannot be downloaded ({type(e).__name__}: {e}); download it "
+                "elsewhere and pass the local file"
+            ) from None
+    if os.path.isdir(path):
+        raise CheckpointError(f"{path}: is a folder; name the checkpoint file (.pth) in it")
+    if not os.path.isfile(path):
+        raise CheckpointError(f"{path}: no such file")
+    return path
 
 
 def describe_unloadable(filename: str, error: Exception) -> str:

@@ -295,6 +295,12 @@ def _category_names(json_file: str, categories: list) -> dict[int, str]:
                 f"{json_file}: category id {category['id']}: 'name' must be a non-empty string, "
                 f"got {category.get('name')!r}"
             )
+        same = [i for i, name in names.items() if name == category["name"]]
+        if same:
+            raise CocoJsonError(
+                f"{json_file}: category ids {same[0]} and {category['id']} are both named "
+                f"{category['name']!r}; class names must be unique (merge them, or rename one)"
+            )
         names[category["id"]] = category["name"]
     return names
 

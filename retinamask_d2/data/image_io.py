@@ -17,15 +17,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from detectron2.data.transforms import ResizeShortestEdge
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 # Suffixes taken from a folder given as input; files named explicitly are tried whatever their name.
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm")
 
-# Larger images are refused rather than downscaled: results stay in the file's own pixel
-# coordinates (a downscaled image would give COCO boxes and masks that silently do not match
-# the file), and full-size masks of up to 100 detections would need gigabytes beyond this.
+# The defaults of INPUT.MAX_IMAGE_MEGAPIXELS and INPUT.MIN_IMAGE_SIDE (see SizeLimits).
 DEFAULT_MAX_MEGAPIXELS = 64.0
+DEFAULT_MIN_SIDE = 8
 
 _SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 FLOAT_IMAGES_REFUSED = "32-bit float images are not supported; save as 8 or 16 bit"
@@ -62,6 +62,71 @@ def read_image(
     return rgb if format == "RGB" else np.ascontiguousarray(rgb[:, :, ::-1])
 
 
+@dataclass(frozen=True)
+class SizeLimits:
+    """The image sizes training, evaluation, the predictor and the demo accept: one policy, read
+    from the config (``INPUT.MAX_IMAGE_MEGAPIXELS``, ``INPUT.MIN_IMAGE_SIDE``).
+
+    Larger images are refused rather than downscaled: results stay in the file's own pixel
+    coordinates (a downscaled image would give COCO boxes and masks that silently do not match
+    the file), and the full-size masks of up to 100 detections grow with the image. An image
+    must keep ``min_side`` pixels on each side as stored and after the model's resize (a
+    7x1000 strip resized to a 96-pixel long side has no rows left, and the resize fails).
+    """
+
+    max_megapixels: float | None  # None: no limit
+    min_side: int
+    short_edge: int  # the smallest shorter side the resize may choose; 0: no resize
+    max_size: int  # the resize's cap on the longer side
+    resize_keys: str  # the config keys of the resize, for messages
+
+    @classmethod
+    def from_config(cls, cfg, training: bool) -> SizeLimits:
+        """The limits of ``cfg`` for training (the smallest training scale) or testing; a config
+        without RetinaMask's keys (another detectron2 model) gets their defaults."""
+        split = "TRAIN" if training else "TEST"
+        short = cfg.INPUT[f"MIN_SIZE_{split}"]
+        if training:
+            short = min(short) if cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING == "choice" else short[0]
+        max_megapixels = cfg.INPUT.get("MAX_IMAGE_MEGAPIXELS", DEFAULT_MAX_MEGAPIXELS)
+        return cls(
+            max_megapixels=max_megapixels if max_megapixels > 0 else None,
+            min_side=int(cfg.INPUT.get("MIN_IMAGE_SIDE", DEFAULT_MIN_SIDE)),
+            short_edge=int(short),
+            max_size=int(cfg.INPUT[f"MAX_SIZE_{split}"]),
+            resize_keys=f"INPUT.MIN_SIZE_{split} / MAX_SIZE_{split}",
+        )
+
+    def problem(self, width: int, height: int) -> str:
+        """What is wrong with an image of this size, or "" when it is accepted."""
+        shown = f"{width}x{height}"
+        too_large = _megapixel_problem(width, height, self.max_megapixels)
+        if too_large:
+            return too_large
+        if min(width, height) < self.min_side:
+            return (
+                f"{shown} is under INPUT.MIN_IMAGE_SIDE {self.min_side} pixels on a side; "
+                "the model cannot use such a narrow image"
+            )
+        if self.short_edge > 0:
+            new_h, new_w = ResizeShortestEdge.get_output_shape(
+                height, width, self.short_edge, self.max_size
+            )
+            if min(new_w, new_h) < self.min_side:
+                return (
+                    f"{shown} is resized to {new_w}x{new_h} ({self.resize_keys} "
+                    f"{self.short_edge} / {self.max_size}), under INPUT.MIN_IMAGE_SIDE "
+                    f"{self.min_side} pixels on a side; cut it into less elongated pieces"
+                )
+        return ""
+
+    def check(self, width: int, height: int, name: str) -> None:
+        """Raise :class:`ImageReadError` naming ``name`` when the size is refused."""
+        problem = self.problem(width, height)
+        if problem:
+            raise ImageReadError(f"{name}: {problem}")
+
+
 def to_uint8_3channel(image: np.ndarray, name: str = "image") -> np.ndarray:
     """An (H, W, 3) uint8 copy of an image array, keeping its channel order.
 
@@ -75,6 +140,7 @@ def to_uint8_3channel(image: np.ndarray, name: str = "image") -> np.ndarray:
     if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (3, 4)):
         raise ImageReadError(
             f"{name}: expected an (H, W), (H, W, 3) or (H, W, 4) array, got shape {image.shape}"
+            + channels_first_hint(image.shape)
         )
     if image.shape[0] == 0 or image.shape[1] == 0:
         raise ImageReadError(f"{name}: empty image of shape {image.shape}")
@@ -84,6 +150,13 @@ def to_uint8_3channel(image: np.ndarray, name: str = "image") -> np.ndarray:
     if image.shape[2] == 4:
         return _flatten_alpha(image)
     return np.ascontiguousarray(image)
+
+
+def channels_first_hint(shape: tuple[int, ...]) -> str:
+    """A hint for arrays that may be (C, H, W), as torch and some readers give them."""
+    if len(shape) == 3 and shape[0] in (1, 3, 4):
+        return "; if it is (C, H, W), pass array.transpose(1, 2, 0)"
+    return ""
 
 
 def _to_uint8(image: np.ndarray, name: str) -> np.ndarray:
@@ -195,18 +268,23 @@ def check_format(format: str) -> None:
 
 
 def _check_size(size: tuple[int, int], max_megapixels: float | None, path: Path) -> None:
-    width, height = size
-    if max_megapixels is not None and width * height > max_megapixels * 1e6:
-        raise ImageReadError(
-            f"{path}: {width}x{height} ({width * height / 1e6:.3g} MP) is "
-            f"{_too_large_message(max_megapixels)}"
-        )
+    problem = _megapixel_problem(*size, max_megapixels)
+    if problem:
+        raise ImageReadError(f"{path}: {problem}")
+
+
+def _megapixel_problem(width: int, height: int, max_megapixels: float | None) -> str:
+    if max_megapixels is None or width * height <= max_megapixels * 1e6:
+        return ""
+    return (
+        f"{width}x{height} ({width * height / 1e6:.3g} MP) is {_too_large_message(max_megapixels)}"
+    )
 
 
 def _too_large_message(max_megapixels: float | None) -> str:
     return (
         f"over the limit of {max_megapixels:g} megapixels; downscale it, or raise the limit "
-        "(demo: --max-megapixels) if memory allows"
+        "(INPUT.MAX_IMAGE_MEGAPIXELS; demo: --max-megapixels) if memory allows"
     )
 
 

@@ -19,7 +19,8 @@ from detectron2.config import CfgNode
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from .classes import set_model_classes
-from .coco_json import CocoJsonError, is_checked_coco_json, register_coco_json
+from .coco_json import MAX_IMAGES_LISTED, CocoJsonError, is_checked_coco_json, register_coco_json
+from .image_io import SizeLimits
 
 logger = logging.getLogger(__name__)
 
@@ -47,8 +48,10 @@ def setup_datasets(cfg: CfgNode, training: bool = True) -> None:
     if not training:
         return
     checked = [n for n in cfg.DATASETS.TRAIN if is_checked_coco_json(n)]
+    limits = SizeLimits.from_config(cfg, training=True)
     for name in checked:
-        DatasetCatalog.get(name)  # runs the checks; cached for the data loader
+        # runs the checks; cached for the data loader
+        check_image_sizes(DatasetCatalog.get(name), limits, name)
         meta = MetadataCatalog.get(name)
         if meta.no_training_annotations:
             raise CocoJsonError(meta.no_training_annotations)
@@ -63,6 +66,44 @@ def setup_datasets(cfg: CfgNode, training: bool = True) -> None:
             cfg.INPUT.MASK_FORMAT = "bitmask"
     if checked:
         _set_classes(cfg, checked[0])
+
+
+def check_test_datasets(cfg: CfgNode) -> None:
+    """Load and check the checked datasets of ``DATASETS.TEST`` now, not after training: a bad
+    json, an empty one, or an image outside the size limits stops the run before it starts."""
+    limits = SizeLimits.from_config(cfg, training=False)
+    for name in cfg.DATASETS.TEST:
+        if not is_checked_coco_json(name):
+            continue
+        dicts = DatasetCatalog.get(name)
+        if not dicts:
+            raise CocoJsonError(
+                f"{MetadataCatalog.get(name).json_file}: 'images' is empty; dataset {name!r} in "
+                "DATASETS.TEST has nothing to evaluate"
+            )
+        check_image_sizes(dicts, limits, name)
+
+
+def check_image_sizes(dicts: list[dict], limits: SizeLimits, dataset: str) -> None:
+    """Refuse a dataset with images outside ``limits`` (sizes as the checked json gives them,
+    which match the files' headers), listing them all, before any image is decoded."""
+    bad = []
+    for record in dicts:
+        problem = limits.problem(record["width"], record["height"])
+        if problem:
+            bad.append(f"image id {record['image_id']}: {record['file_name']}: {problem}")
+    if not bad:
+        return
+    json_file = MetadataCatalog.get(dataset).json_file
+    if len(bad) == 1:
+        raise CocoJsonError(f"{json_file}: {bad[0]}")
+    shown = "\n  ".join(bad[:MAX_IMAGES_LISTED])
+    more = len(bad) - MAX_IMAGES_LISTED
+    raise CocoJsonError(
+        f"{json_file}: {len(bad)} of {len(dicts)} image(s) are "
+        f"outside this config's size limits:\n  {shown}"
+        + (f"\n  and {more} more" if more > 0 else "")
+    )
 
 
 def _set_classes(cfg: CfgNode, dataset: str) -> None:

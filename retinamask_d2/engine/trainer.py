@@ -22,7 +22,8 @@ What it changes in detectron2's ``DefaultTrainer``, and why:
 * images are read by the project's reader in training and evaluation alike
   (:class:`~retinamask_d2.data.mapper.ImageIOMapper`), as in the predictor and the demo.
 * checkpoints load through :class:`~retinamask_d2.checkpoint.checked.CheckedCheckpointer`
-  (errors name the file; ``--resume`` falls back to the newest intact checkpoint).
+  (errors name the file; ``--resume`` falls back to the newest intact checkpoint; weights that
+  do not fit a RetinaMask are refused unless a documented fresh start).
 * ``test`` maps the predicted classes to a test set's by name where
   ``MODEL.RETINAMASK.TEST_CLASSES_BY_NAME`` allows it
   (:mod:`~retinamask_d2.evaluation.class_mapping`).
@@ -75,7 +76,9 @@ class Trainer(DefaultTrainer):
         self._trainer = trainer_class(model, data_loader, optimizer)
 
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
-        self.checkpointer = CheckedCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        self.checkpointer = CheckedCheckpointer(
+            model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self), fit=weights_fit(cfg)
+        )
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg
@@ -145,6 +148,13 @@ class Trainer(DefaultTrainer):
         return COCOEvaluator(
             dataset_name, tasks=tasks, output_dir=output_folder, use_fast_impl=False
         )
+
+
+def weights_fit(cfg: CfgNode) -> str | None:
+    """How MODEL.WEIGHTS and resumed checkpoints are checked against the model: RetinaMask's
+    documented fresh starts are known (see ``checkpoint/compatibility.py``); other
+    meta-architectures keep detectron2's warnings."""
+    return "training" if cfg.MODEL.META_ARCHITECTURE == "RetinaMask" else None
 
 
 def predicts_masks(cfg: CfgNode) -> bool:
