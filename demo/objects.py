@@ -12,14 +12,14 @@ Each writes JSON (``--output``, default next to the index) and a gallery PNG of 
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import sys
 from pathlib import Path
 
 import cv2
 
-from retinamask_d2.data.image_io import IMAGE_SUFFIXES
+from retinamask_d2.cli import USAGE_EXIT_CODE, USER_ERRORS, fall_back_to_cpu, require_weights
+from retinamask_d2.data.image_files import list_images
 from retinamask_d2.predictor import RetinaMaskPredictor, load_config
 from retinamask_d2.similarity.crops import CROP_MODES
 from retinamask_d2.similarity.embedders import EMBEDDERS
@@ -64,13 +64,15 @@ def main(argv: list[str] | None = None) -> int:
     args = get_parser().parse_args(argv)
     try:
         return {"index": run_index, "search": run_search, "group": run_group}[args.verb](args)
-    except (FileNotFoundError, ValueError, KeyError) as e:
+    except (*USER_ERRORS, FileNotFoundError, ValueError, KeyError) as e:
         print(f"error: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
-        return 2
+        return USAGE_EXIT_CODE
 
 
 def _finder(config_file: str, opts: list, embedder: str, crop: str, threshold: float):
     cfg = load_config(config_file, opts=opts)
+    fall_back_to_cpu(cfg)
+    require_weights(cfg, config_file)
     predictor = RetinaMaskPredictor(cfg, confidence_threshold=threshold)
     return ObjectFinder(predictor, embedder, crop), cfg
 
@@ -87,11 +89,11 @@ def run_index(args: argparse.Namespace) -> int:
         "weights_sha256": file_sha256(weights) if Path(weights).is_file() else None,
         "confidence_threshold": args.confidence_threshold,
     }
-    paths, unlisted = expand_inputs(args.input)
-    index, report = finder.index(args.index, paths, **recorded)
-    failed = {**unlisted, **report.failed}
-    for path, reason in failed.items():
-        print(f"skipped {path}: {reason}", file=sys.stderr)
+    listing = list_images(args.input)
+    index, report = finder.index(args.index, listing.paths, **recorded)
+    failed = listing.problems + [f"{path}: {reason}" for path, reason in report.failed.items()]
+    for problem in failed:
+        print(f"skipped {problem}", file=sys.stderr)
     print(
         f"{len(report.indexed)} image(s) indexed ({report.objects} object(s)), "
         f"{len(report.unchanged)} unchanged, {len(failed)} skipped; "
@@ -148,25 +150,6 @@ def run_group(args: argparse.Namespace) -> int:
         cv2.imwrite(str(picture), gallery(Path(args.index), [row]))
     print(f"{len(groups)} group(s) at similarity >= {args.threshold}; ids in {output}")
     return 0
-
-
-def expand_inputs(patterns: list[str]) -> tuple[list[Path], dict[str, str]]:
-    """Image files named by ``--input`` (files, folders, globs) and, for each name that gave
-    none, why."""
-    paths, failed = [], {}
-    for pattern in patterns:
-        path = Path(pattern)
-        if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        elif path.is_file():
-            found = [path]
-        else:
-            found = [Path(p) for p in sorted(glob.glob(pattern, recursive=True))]
-            found = [p for p in found if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
-        if not found:
-            failed[pattern] = "no image file there"
-        paths += found
-    return paths, failed
 
 
 if __name__ == "__main__":

@@ -46,7 +46,7 @@ class ObjectFinder:
         return index, report
 
     def _read_rgb(self, path: str) -> np.ndarray:
-        return read_image(path, "RGB", self.predictor.max_megapixels)
+        return read_image(path, "RGB", self.predictor.size_limits.max_megapixels)
 
     def embed_image(self, path: str | os.PathLike) -> tuple[Instances, np.ndarray, list[int]]:
         """The instances of one image, the embeddings of those with an object to crop, and
