@@ -17,8 +17,8 @@ from retinamask_d2.export import (
     describe,
     export_onnx,
     export_torchscript,
-    paste_masks,
 )
+from retinamask_d2.modeling.mask_branch import RetinaMaskBranch
 from tests.common import INSTANT_CONFIG, build_tiny_model
 from tests.export_common import (
     CLASS_NAMES,
@@ -48,7 +48,7 @@ def test_test_images_are_what_they_claim(model):
     assert len(eager_instances(model, blank_image())) == 0
 
 
-def test_paste_masks_equals_detectron2():
+def test_traceable_paste_equals_detectron2():
     torch.manual_seed(0)
     probs = torch.rand(5, 1, 28, 28)
     # Boxes inside, across the borders, thin and sub-pixel.
@@ -57,7 +57,7 @@ def test_paste_masks_equals_detectron2():
         + [[75, 60, 85, 70]]
     )
     expected = paste_masks_in_image(probs[:, 0], boxes, (64, 80), threshold=0.5)
-    assert torch.equal(paste_masks(probs, boxes, 64, 80), expected)
+    assert torch.equal(RetinaMaskBranch.traceable_paste(probs, boxes, 64, 80), expected)
     assert expected[:3].flatten(1).any(1).all()  # the comparison is not between empty masks
 
 
@@ -179,7 +179,9 @@ def test_description_counts_no_masks_for_box_only_models():
     model.test_topk_masks = 0
     info = describe(detecting_cfg(), model, "onnx", "model.onnx")
     assert info["outputs"][3]["shape"] == [0, "height", "width"]
-    assert info["postprocessing_inside"]["score_threshold"] == pytest.approx(0.05)
+    settings = info["postprocessing_inside"]["settings"]
+    assert settings["MODEL.RETINANET.SCORE_THRESH_TEST"] == pytest.approx(0.05)
+    assert settings["MODEL.RETINAMASK.TEST_TOPK_MASKS"] == 0
     assert math.isclose(info["preprocessing_inside"]["pixel_mean"][0], 104.0)
 
 
