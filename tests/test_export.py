@@ -111,25 +111,6 @@ def test_exported_model_follows_mask_options(topk, drop_unmasked, tmp_path):
     assert_same_results(outputs, eager_instances(model, image))
 
 
-def test_exported_model_pastes_into_the_scaled_mask_boxes(tmp_path):
-    model = detecting_model()
-    model.mask_branch.box_scale = 1.5
-    path = export("torchscript", model, random_image(SAMPLE_SHAPE, 0), tmp_path)
-    image = random_image((80, 200), 1)
-    assert_same_results(run_exported("torchscript", path, image), eager_instances(model, image))
-
-
-def test_exported_model_follows_class_agnostic_nms(tmp_path):
-    model = detecting_model()
-    image = random_image((80, 200), 1)
-    per_class = eager_instances(model, image)
-    model.class_agnostic_nms = True
-    agnostic = eager_instances(model, image)
-    assert len(agnostic) < len(per_class)  # the switch suppresses across classes here
-    path = export("torchscript", model, random_image(SAMPLE_SHAPE, 0), tmp_path)
-    assert_same_results(run_exported("torchscript", path, image), agnostic)
-
-
 def test_wrapper_refuses_training_mode_and_mask_nms():
     with pytest.raises(ValueError, match="eval"):
         ExportableRetinaMask(build_tiny_model())
@@ -154,7 +135,7 @@ def test_cli_writes_model_and_description(format, tmp_path):
         + sample
         + ["--opts", *opts]
     )
-    info = json.loads((tmp_path / "model.json").read_text())
+    info = json.loads((tmp_path / f"{path.name}.json").read_text())
     assert path.name == info["file"] and info["format"] == format
     assert info["class_names"] == CLASS_NAMES
     assert [o["name"] for o in info["outputs"]] == list(OUTPUT_NAMES)
@@ -172,6 +153,44 @@ def test_cli_writes_model_and_description(format, tmp_path):
         for size, name in zip(output.shape, spec["shape"]):
             assert size == {"height": 70, "width": 110}.get(name, size)
             assert isinstance(name, str) or size == name
+
+
+def test_cli_keeps_one_description_per_format_and_refuses_to_overwrite(tmp_path):
+    # The README's two exports into one folder leave a description for each; a second export
+    # over existing files stops before building the model (the config file is not even read),
+    # naming the files, unless --overwrite.
+    def run(format: str, *extra: str) -> Path:
+        args = ["--config-file", str(tmp_path / "missing.yaml"), "--format", format]
+        return export_model.main([*args, "--output", str(tmp_path / "out"), *extra])
+
+    for name in ["model.ts", "model.ts.json", "model.onnx.json"]:
+        (tmp_path / "out").mkdir(exist_ok=True)
+        (tmp_path / "out" / name).write_text("earlier export")
+        with pytest.raises(ValueError, match=f"out/{name} already exists; pass --overwrite"):
+            run("onnx" if "onnx" in name else "torchscript")
+        (tmp_path / "out" / name).unlink()
+    (tmp_path / "out" / "model.ts").write_text("earlier export")
+    with pytest.raises(Exception, match="missing.yaml"):  # past the check: the config is read
+        run("torchscript", "--overwrite")
+    with pytest.raises(Exception, match="missing.yaml"):  # the other format's files are no bar
+        run("onnx")
+
+
+@pytest.mark.parametrize(
+    "output,message",
+    [
+        ("a_file", "a_file is a file; give a folder"),
+        ("a_file/sub", "a_file/sub is not a writable folder (Not a directory)"),
+        ("/sys/retinamask_export", "is not a writable folder"),
+    ],
+)
+def test_cli_names_output_problems_in_one_line(output, message, tmp_path):
+    (tmp_path / "a_file").write_text("")
+    argv = ["--config-file", "missing.yaml", "--output", str(tmp_path / output)]
+    with pytest.raises(ValueError) as error:
+        export_model.main(argv)
+    assert "--output" in str(error.value) and message in str(error.value)
+    assert "\n" not in str(error.value)
 
 
 def test_description_counts_no_masks_for_box_only_models():
