@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import torch
 from detectron2.layers.mask_ops import paste_masks_in_image
+from detectron2.modeling.roi_heads.mask_head import mask_rcnn_inference
+from detectron2.structures import Instances
 from PIL import Image
 
 from retinamask_d2.export import (
@@ -59,6 +61,26 @@ def test_traceable_paste_equals_detectron2():
     expected = paste_masks_in_image(probs[:, 0], boxes, (64, 80), threshold=0.5)
     assert torch.equal(RetinaMaskBranch.traceable_paste(probs, boxes, 64, 80), expected)
     assert expected[:3].flatten(1).any(1).all()  # the comparison is not between empty masks
+
+
+@pytest.mark.parametrize("classes", [3, 1], ids=["class-specific", "class-agnostic"])
+def test_traceable_mask_probabilities_equal_detectron2(classes):
+    # Two images' detections (3 and 2, classes mixed): the same (N, 1, M, M) probabilities as
+    # mask_rcnn_inference sets, bit for bit, split per image.
+    torch.manual_seed(0)
+    logits = torch.randn(5, classes, 28, 28) * 4
+    detections = [Instances((64, 64)), Instances((64, 64))]
+    detections[0].pred_classes = torch.tensor([2, 0, 2]) % classes
+    detections[1].pred_classes = torch.tensor([1, 1]) % classes
+    expected = [Instances((64, 64), pred_classes=d.pred_classes) for d in detections]
+    mask_rcnn_inference(logits, expected)
+    probs = RetinaMaskBranch.traceable_mask_probabilities(logits, detections)
+    assert [p.shape for p in probs] == [(3, 1, 28, 28), (2, 1, 28, 28)]
+    for p, e in zip(probs, expected, strict=True):
+        assert torch.equal(p, e.pred_masks)
+    (single,) = RetinaMaskBranch.traceable_mask_probabilities(logits[3:], detections[1:])
+    mask_rcnn_inference(logits[3:], expected[1:])  # one image: no split
+    assert torch.equal(single, expected[1].pred_masks)
 
 
 def run_exported(format: str, path, image: torch.Tensor):
