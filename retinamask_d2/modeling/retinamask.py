@@ -429,7 +429,7 @@ def _joined(masked: Instances | None, unmasked: Instances | None) -> Instances:
     :func:`_empty_masks`, so the memory of the results is bounded by the image and the
     masked count, not by how many unmasked detections a low score threshold keeps.
     """
-    if masked is None or unmasked is None:
+    if masked is None or unmasked is None or len(unmasked) == 0:
         return unmasked if masked is None else masked
     height, width = masked.image_size
     masks = _empty_masks(len(masked) + len(unmasked), height, width, masked.pred_masks.device)
