@@ -1,13 +1,15 @@
 """RetinaMask as one tensor-in, tensors-out module that TorchScript and ONNX can hold.
 
-``ExportableRetinaMask`` runs the eager model's own inference pieces (``preprocess_image``, the
-backbone, ``forward_inference`` with its NMS, the mask branch's pooler and head,
-``detector_postprocess``) on one uint8 image and returns plain tensors, masks pasted at the
-image's size. It is traced with ``torch.jit.trace`` / ``torch.onnx.export`` directly rather than
-through detectron2's ``TracingAdapter``: ``detectron2.export`` imports caffe2 in detectron2 v0.6,
-so it cannot be relied on to import, and a module that already takes and returns tensors needs
-no adapter. Two steps of the eager path do not trace to a graph that holds for other images (see
-:func:`mask_probabilities` and :func:`paste_masks`) and are restated here with the same results.
+``ExportableRetinaMask`` runs the eager model's own inference (``preprocess_image`` and
+:meth:`RetinaMask.detect`: backbone, ``forward_inference`` with its NMS, the choice of the
+detections that get masks, the mask branch's prediction and paste) on one uint8 image and returns
+plain tensors, masks pasted at the image's size: every inference setting of the model reaches the
+file as it reaches the eager model. The two steps that a trace would freeze to the sample's
+counts and sizes switch to their trace-safe twins themselves while tracing (see
+``RetinaMaskBranch.predict`` and ``RetinaMaskBranch.paste``). It is traced with
+``torch.jit.trace`` / ``torch.onnx.export`` directly rather than through detectron2's
+``TracingAdapter``: ``detectron2.export`` imports caffe2 in detectron2 v0.6, so it cannot be
+relied on to import, and a module that already takes and returns tensors needs no adapter.
 """
 
 import warnings
@@ -15,14 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from detectron2.config import CfgNode
-from detectron2.modeling.postprocessing import detector_postprocess
-from detectron2.structures import Boxes, Instances
 from torch import Tensor, nn
 
-from retinamask_d2.modeling.mask_branch import RetinaMaskBranch, _fast_layout
-from retinamask_d2.modeling.retinamask import RetinaMask, _with_clipped_boxes
+from retinamask_d2.modeling import RetinaMask
+from retinamask_d2.modeling.mask_branch import MASK_THRESHOLD
 
 __all__ = [
     "ONNX_OPSET",
@@ -31,61 +30,13 @@ __all__ = [
     "describe",
     "export_onnx",
     "export_torchscript",
-    "paste_masks",
+    "inference_settings",
 ]
 
 INPUT_NAME = "image"
 OUTPUT_NAMES = ("boxes", "scores", "classes", "masks")
-# detector_postprocess's default: a pixel belongs to the instance when its probability is >= it.
-MASK_THRESHOLD = 0.5
 # The lowest opset with GridSample (16) and RoiAlign's half-pixel (aligned) coordinates (16).
 ONNX_OPSET = 17
-
-
-def paste_masks(
-    mask_probs: Tensor, boxes: Tensor, height: Tensor | int, width: Tensor | int
-) -> Tensor:
-    """(N, H, W) bool masks: each (M, M) probability map of ``mask_probs`` (N, 1, M, M)
-    resampled bilinearly into its box (N, 4, XYXY) of an H x W image and thresholded.
-
-    The same sampling as detectron2's ``paste_masks_in_image`` (pixel centres, align_corners
-    False, zeros outside the M x M map), for all masks in one ``grid_sample`` over the whole
-    image (its ``_do_paste_mask`` without the CPU path's cropping to the boxes). Traced,
-    ``paste_masks_in_image`` keeps the sample's crop sizes and fails on other boxes, and its ONNX
-    export does not load in onnxruntime (a Slice mixing int32 and int64 indices).
-    """
-    x0, y0, x1, y1 = boxes.split(1, dim=1)  # each (N, 1)
-    ys = torch.arange(height, dtype=boxes.dtype, device=boxes.device) + 0.5
-    xs = torch.arange(width, dtype=boxes.dtype, device=boxes.device) + 0.5
-    ys = (ys - y0) / (y1 - y0) * 2 - 1  # (N, H) in grid_sample's [-1, 1]
-    xs = (xs - x0) / (x1 - x0) * 2 - 1  # (N, W)
-    grid = torch.stack(
-        [
-            xs[:, None, :].expand(-1, ys.shape[1], -1),
-            ys[:, :, None].expand(-1, -1, xs.shape[1]),
-        ],
-        dim=3,
-    )
-    pasted = F.grid_sample(mask_probs, grid.to(mask_probs.dtype), align_corners=False)
-    return pasted[:, 0] >= MASK_THRESHOLD
-
-
-def mask_probabilities(
-    branch: RetinaMaskBranch, features: list[Tensor], detections: Instances
-) -> Tensor:
-    """(N, 1, M, M) mask probabilities of one image's ``detections``: ``branch.predict``, with
-    the class's mask picked as ``mask_rcnn_inference`` picks it.
-
-    Not ``branch.predict`` itself: ``mask_rcnn_inference`` splits the masks by a Python count of
-    the detections, which tracing records as a constant, so the traced model would fail on
-    images with another number of detections.
-    """
-    pooled = branch.pooler(features, [branch.mask_boxes(detections.pred_boxes)])
-    logits = branch.mask_head.layers(_fast_layout(pooled))
-    if logits.shape[1] > 1:  # class-specific masks
-        classes = detections.pred_classes
-        logits = logits[torch.arange(classes.shape[0], device=classes.device), classes][:, None]
-    return logits.sigmoid()
 
 
 class ExportableRetinaMask(nn.Module):
@@ -98,9 +49,10 @@ class ExportableRetinaMask(nn.Module):
 
     Outputs, all at the input's size, score-sorted: ``boxes`` (N, 4) float XYXY pixels,
     ``scores`` (N,) float, ``classes`` (N,) int64, ``masks`` (K, H, W) bool for the first K
-    detections (the model's ``TEST_TOPK_MASKS`` top ones; the other N - K have no mask, as the
-    eager model's empty masks say). These are the eager model's ``pred_boxes``, ``scores``,
-    ``pred_classes`` and ``pred_masks[:K]`` for the same image.
+    detections (the model's top ``TEST_TOPK_MASKS`` that score at least
+    ``TEST_MASK_SCORE_THRESH``; the other N - K have no mask, as the eager model's empty masks
+    say). These are the eager model's ``pred_boxes``, ``scores``, ``pred_classes`` and
+    ``pred_masks[:K]`` for the same image: both come from :meth:`RetinaMask.detect`.
     """
 
     def __init__(self, model: RetinaMask):
@@ -123,36 +75,15 @@ class ExportableRetinaMask(nn.Module):
         model = self.model
         chw = image.permute(2, 0, 1).to(model.pixel_mean.dtype)
         images = model.preprocess_image([{"image": chw}])
-        all_features = model.backbone(images.tensor)
-        features = [all_features[f] for f in model.head_in_features]
-        mask_features = [all_features[f] for f in model.mask_branch.in_features]
-        (detections,) = model.forward_inference(images, features, model.head(features))
-        detections = _with_clipped_boxes(detections)
-        height, width = images.image_sizes[0]
-
-        kept = []
-        if model.test_topk_masks > 0:
-            masked = detections[: model.test_topk_masks]
-            # Under its own name the M x M masks follow detector_postprocess's box filtering
-            # without being pasted by it.
-            masked.mask_probs = mask_probabilities(model.mask_branch, mask_features, masked)
-            # Output size = input size: detector_postprocess clips the boxes and drops the
-            # empty ones; masks are pasted into their mask boxes (the boxes themselves unless
-            # MASK_BOX_SCALE is above 1), unclipped as the eager model pastes them.
-            mask_boxes = model.mask_branch.mask_boxes(masked.pred_boxes)
-            masked.mask_boxes = Boxes(mask_boxes.tensor.clone())
-            masked = detector_postprocess(masked, height, width)
-            masks = paste_masks(masked.mask_probs, masked.mask_boxes.tensor, height, width)
-            kept.append(masked)
-        else:
-            masks = torch.zeros((0, height, width), dtype=torch.bool, device=image.device)
-        if model.test_topk_masks == 0 or not model.drop_unmasked:
-            # The detections beyond the top k, without masks (the eager model's empty ones).
-            kept.append(detector_postprocess(detections[model.test_topk_masks :], height, width))
+        ((masked, unmasked),) = model.detect(images, images.image_sizes)
+        kept = [part for part in (masked, unmasked) if part is not None]
         boxes = torch.cat([k.pred_boxes.tensor for k in kept])
         scores = torch.cat([k.scores for k in kept])
         classes = torch.cat([k.pred_classes for k in kept])
-        return boxes, scores, classes, masks
+        if masked is None:  # box-only inference
+            height, width = images.image_sizes[0]
+            return boxes, scores, classes, image.new_zeros((0, height, width), dtype=torch.bool)
+        return boxes, scores, classes, masked.pred_masks
 
 
 def export_torchscript(
@@ -206,9 +137,32 @@ def export_onnx(model: RetinaMask, sample: Tensor, path: str | Path) -> None:
     onnx.checker.check_model(str(path), full_check=True)
 
 
+def inference_settings(model: RetinaMask) -> dict[str, Any]:
+    """The config keys that shape ``model``'s inference, with the values the model holds (and
+    an exported file keeps): what changes its results after the weights."""
+    pooler = model.mask_branch.pooler
+    return {
+        "MODEL.RETINANET.SCORE_THRESH_TEST": float(model.test_score_thresh),
+        "MODEL.RETINANET.TOPK_CANDIDATES_TEST": int(model.test_topk_candidates),
+        "MODEL.RETINANET.NMS_THRESH_TEST": float(model.test_nms_thresh),
+        "MODEL.RETINANET.BBOX_REG_WEIGHTS": [float(w) for w in model.box2box_transform.weights],
+        "TEST.DETECTIONS_PER_IMAGE": int(model.max_detections_per_image),
+        "MODEL.RETINAMASK.TEST_TOPK_MASKS": int(model.test_topk_masks),
+        "MODEL.RETINAMASK.TEST_MASK_SCORE_THRESH": float(model.mask_score_thresh),
+        "MODEL.RETINAMASK.DROP_UNMASKED": bool(model.drop_unmasked),
+        "MODEL.RETINAMASK.CLASS_AGNOSTIC_NMS": bool(model.class_agnostic_nms),
+        "MODEL.RETINAMASK.MASK_NMS.ENABLED": model.mask_nms_thresh is not None,
+        "MODEL.RETINAMASK.MASK_BOX_SCALE": float(model.mask_branch.box_scale),
+        "MODEL.RETINAMASK.MASK_IN_FEATURES": list(model.mask_branch.in_features),
+        "MODEL.RETINAMASK.CANONICAL_BOX_SIZE": int(pooler.canonical_box_size),
+        "MODEL.RETINAMASK.CANONICAL_LEVEL": int(pooler.canonical_level),
+    }
+
+
 def describe(cfg: CfgNode, model: RetinaMask, format: str, file_name: str) -> dict[str, Any]:
     """What a user of the exported file needs to know without this package: its input and
-    outputs, the preprocessing inside it and the resize expected before it, the class names."""
+    outputs, the preprocessing inside it and the resize expected before it, the inference
+    settings it holds (:func:`inference_settings`), the class names."""
     masked = "masked" if model.test_topk_masks > 0 else 0
     return {
         "file": file_name,
@@ -242,13 +196,10 @@ def describe(cfg: CfgNode, model: RetinaMask, format: str, file_name: str) -> di
             "interpolation": "bilinear",
         },
         "postprocessing_inside": {
-            "score_threshold": float(model.test_score_thresh),
-            "candidates_per_level": int(model.test_topk_candidates),
-            "nms_threshold": float(model.test_nms_thresh),
-            "max_detections": int(model.max_detections_per_image),
-            "masks_for_top": int(model.test_topk_masks),
-            "drop_unmasked": bool(model.drop_unmasked),
+            "masks_for": "the first detections: the top TEST_TOPK_MASKS scoring at least "
+            "TEST_MASK_SCORE_THRESH",
             "mask_threshold": MASK_THRESHOLD,
+            "settings": inference_settings(model),
         },
         "class_names": list(cfg.MODEL.RETINAMASK.CLASS_NAMES),
     }

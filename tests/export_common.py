@@ -22,20 +22,23 @@ OTHER_SHAPES = [(128, 96), (80, 200), (150, 64), (64, 64)]
 CLASS_NAMES = ["circle", "square", "triangle"]
 
 
-def detecting_cfg():
+def detecting_cfg(opts: dict | None = None):
+    """The tiny config with ``PIXEL_MEAN`` and ``CLASS_NAMES``, then ``opts`` (full key: value)."""
     cfg = get_tiny_cfg()
     cfg.MODEL.PIXEL_MEAN = PIXEL_MEAN
     cfg.MODEL.RETINAMASK.CLASS_NAMES = CLASS_NAMES
+    cfg.merge_from_list([item for pair in (opts or {}).items() for item in pair])
     return cfg
 
 
-def detecting_model():
+def detecting_model(opts: dict | None = None):
     """The tiny model, with class logits spread (std ~1.5) around ``CLASS_BIAS``: random images
     get tens of well-separated scores above the threshold, the blank image none. Its mask
     logits are spread too, as a trained model's are: at init they are all near 0, every pixel's
-    probability near the 0.5 threshold, where float rounding alone flips pixels."""
+    probability near the 0.5 threshold, where float rounding alone flips pixels. ``opts`` as in
+    :func:`detecting_cfg`: the weights are the same whatever they say."""
     torch.manual_seed(0)
-    model = build_tiny_model(detecting_cfg()).eval()
+    model = build_tiny_model(detecting_cfg(opts)).eval()
     with torch.no_grad():
         model.head.cls_score.weight.mul_(10.0)
         model.head.cls_score.bias.fill_(CLASS_BIAS)

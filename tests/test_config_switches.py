@@ -2,7 +2,8 @@
 
 The table ``SWITCH_TESTS`` names, for each key, the test below that fails when the key is
 ignored; a key added to ``add_retinamask_config`` without one fails
-``test_every_key_has_a_test``.
+``test_every_key_has_a_test``. ``tests/test_export_switches.py`` checks that the inference keys
+change the exported model as they change the eager one.
 """
 
 import importlib

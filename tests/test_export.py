@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 import torch
 from detectron2.layers.mask_ops import paste_masks_in_image
+from detectron2.modeling.roi_heads.mask_head import mask_rcnn_inference
+from detectron2.structures import Instances
 from PIL import Image
 
 from retinamask_d2.export import (
@@ -15,8 +17,8 @@ from retinamask_d2.export import (
     describe,
     export_onnx,
     export_torchscript,
-    paste_masks,
 )
+from retinamask_d2.modeling.mask_branch import RetinaMaskBranch
 from tests.common import INSTANT_CONFIG, build_tiny_model
 from tests.export_common import (
     CLASS_NAMES,
@@ -46,7 +48,7 @@ def test_test_images_are_what_they_claim(model):
     assert len(eager_instances(model, blank_image())) == 0
 
 
-def test_paste_masks_equals_detectron2():
+def test_traceable_paste_equals_detectron2():
     torch.manual_seed(0)
     probs = torch.rand(5, 1, 28, 28)
     # Boxes inside, across the borders, thin and sub-pixel.
@@ -55,8 +57,28 @@ def test_paste_masks_equals_detectron2():
         + [[75, 60, 85, 70]]
     )
     expected = paste_masks_in_image(probs[:, 0], boxes, (64, 80), threshold=0.5)
-    assert torch.equal(paste_masks(probs, boxes, 64, 80), expected)
+    assert torch.equal(RetinaMaskBranch.traceable_paste(probs, boxes, 64, 80), expected)
     assert expected[:3].flatten(1).any(1).all()  # the comparison is not between empty masks
+
+
+@pytest.mark.parametrize("classes", [3, 1], ids=["class-specific", "class-agnostic"])
+def test_traceable_mask_probabilities_equal_detectron2(classes):
+    # Two images' detections (3 and 2, classes mixed): the same (N, 1, M, M) probabilities as
+    # mask_rcnn_inference sets, bit for bit, split per image.
+    torch.manual_seed(0)
+    logits = torch.randn(5, classes, 28, 28) * 4
+    detections = [Instances((64, 64)), Instances((64, 64))]
+    detections[0].pred_classes = torch.tensor([2, 0, 2]) % classes
+    detections[1].pred_classes = torch.tensor([1, 1]) % classes
+    expected = [Instances((64, 64), pred_classes=d.pred_classes) for d in detections]
+    mask_rcnn_inference(logits, expected)
+    probs = RetinaMaskBranch.traceable_mask_probabilities(logits, detections)
+    assert [p.shape for p in probs] == [(3, 1, 28, 28), (2, 1, 28, 28)]
+    for p, e in zip(probs, expected, strict=True):
+        assert torch.equal(p, e.pred_masks)
+    (single,) = RetinaMaskBranch.traceable_mask_probabilities(logits[3:], detections[1:])
+    mask_rcnn_inference(logits[3:], expected[1:])  # one image: no split
+    assert torch.equal(single, expected[1].pred_masks)
 
 
 def run_exported(format: str, path, image: torch.Tensor):
@@ -109,25 +131,6 @@ def test_exported_model_follows_mask_options(topk, drop_unmasked, tmp_path):
     assert_same_results(outputs, eager_instances(model, image))
 
 
-def test_exported_model_pastes_into_the_scaled_mask_boxes(tmp_path):
-    model = detecting_model()
-    model.mask_branch.box_scale = 1.5
-    path = export("torchscript", model, random_image(SAMPLE_SHAPE, 0), tmp_path)
-    image = random_image((80, 200), 1)
-    assert_same_results(run_exported("torchscript", path, image), eager_instances(model, image))
-
-
-def test_exported_model_follows_class_agnostic_nms(tmp_path):
-    model = detecting_model()
-    image = random_image((80, 200), 1)
-    per_class = eager_instances(model, image)
-    model.class_agnostic_nms = True
-    agnostic = eager_instances(model, image)
-    assert len(agnostic) < len(per_class)  # the switch suppresses across classes here
-    path = export("torchscript", model, random_image(SAMPLE_SHAPE, 0), tmp_path)
-    assert_same_results(run_exported("torchscript", path, image), agnostic)
-
-
 def test_wrapper_refuses_training_mode_and_mask_nms():
     with pytest.raises(ValueError, match="eval"):
         ExportableRetinaMask(build_tiny_model())
@@ -152,7 +155,7 @@ def test_cli_writes_model_and_description(format, tmp_path):
         + sample
         + ["--opts", *opts]
     )
-    info = json.loads((tmp_path / "model.json").read_text())
+    info = json.loads((tmp_path / f"{path.name}.json").read_text())
     assert path.name == info["file"] and info["format"] == format
     assert info["class_names"] == CLASS_NAMES
     assert [o["name"] for o in info["outputs"]] == list(OUTPUT_NAMES)
@@ -172,12 +175,52 @@ def test_cli_writes_model_and_description(format, tmp_path):
             assert isinstance(name, str) or size == name
 
 
+def test_cli_keeps_one_description_per_format_and_refuses_to_overwrite(tmp_path):
+    # The README's two exports into one folder leave a description for each; a second export
+    # over existing files stops before building the model (the config file is not even read),
+    # naming the files, unless --overwrite.
+    def run(format: str, *extra: str) -> Path:
+        args = ["--config-file", str(tmp_path / "missing.yaml"), "--format", format]
+        return export_model.main([*args, "--output", str(tmp_path / "out"), *extra])
+
+    for name in ["model.ts", "model.ts.json", "model.onnx.json"]:
+        (tmp_path / "out").mkdir(exist_ok=True)
+        (tmp_path / "out" / name).write_text("earlier export")
+        with pytest.raises(ValueError, match=f"out/{name} already exists; pass --overwrite"):
+            run("onnx" if "onnx" in name else "torchscript")
+        (tmp_path / "out" / name).unlink()
+    (tmp_path / "out" / "model.ts").write_text("earlier export")
+    with pytest.raises(Exception, match="missing.yaml"):  # past the check: the config is read
+        run("torchscript", "--overwrite")
+    with pytest.raises(Exception, match="missing.yaml"):  # the other format's files are no bar
+        run("onnx")
+
+
+@pytest.mark.parametrize(
+    "output,message",
+    [
+        ("a_file", "a_file is a file; give a folder"),
+        ("a_file/sub", "a_file/sub is not a writable folder (Not a directory)"),
+        ("/sys/retinamask_export", "is not a writable folder"),
+    ],
+)
+def test_cli_names_output_problems_in_one_line(output, message, tmp_path):
+    (tmp_path / "a_file").write_text("")
+    argv = ["--config-file", "missing.yaml", "--output", str(tmp_path / output)]
+    with pytest.raises(ValueError) as error:
+        export_model.main(argv)
+    assert "--output" in str(error.value) and message in str(error.value)
+    assert "\n" not in str(error.value)
+
+
 def test_description_counts_no_masks_for_box_only_models():
     model = detecting_model()
     model.test_topk_masks = 0
     info = describe(detecting_cfg(), model, "onnx", "model.onnx")
     assert info["outputs"][3]["shape"] == [0, "height", "width"]
-    assert info["postprocessing_inside"]["score_threshold"] == pytest.approx(0.05)
+    settings = info["postprocessing_inside"]["settings"]
+    assert settings["MODEL.RETINANET.SCORE_THRESH_TEST"] == pytest.approx(0.05)
+    assert settings["MODEL.RETINAMASK.TEST_TOPK_MASKS"] == 0
     assert math.isclose(info["preprocessing_inside"]["pixel_mean"][0], 104.0)
 
 

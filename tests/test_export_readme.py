@@ -85,7 +85,7 @@ def test_readme_snippet_runs_exported_file_without_the_package(format, tmp_path)
         model, sample, folder / file_name
     )
     info = describe(cfg, model, format, file_name)
-    (folder / "model.json").write_text(json.dumps(info))
+    (folder / f"{file_name}.json").write_text(json.dumps(info))  # as scripts/export_model.py
     script = tmp_path / "snippet.py"
     script.write_text(readme_snippet(f"export-{format}"))
 

@@ -1,5 +1,10 @@
 """RetinaMask's inference after the box branch: which detections get masks, clipping, pasting."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 from detectron2.modeling.postprocessing import detector_postprocess
@@ -8,6 +13,7 @@ from detectron2.structures import Boxes, Instances
 from tests.common import build_tiny_model, get_tiny_cfg
 
 IMAGE_SIZE = (64, 64)
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _detections(boxes: list[list[float]], classes: list[int] | None = None) -> Instances:
@@ -129,3 +135,41 @@ def test_zero_top_k_means_box_only_inference():
 def test_negative_top_k_is_a_clear_error():
     with pytest.raises(ValueError, match="MODEL.RETINAMASK.TEST_TOPK_MASKS"):
         _model(TEST_TOPK_MASKS=-1)
+
+
+# Runs in a fresh process: the growth of its peak resident memory over a warm-up inference when
+# a 64 x 64 input's results are asked at 2000 x 2000, with score threshold 0 (100 detections).
+PEAK_MEMORY_SCRIPT = """
+import resource, sys, torch
+from tests.common import build_tiny_model, get_tiny_cfg
+cfg = get_tiny_cfg()
+cfg.MODEL.RETINANET.SCORE_THRESH_TEST = 0.0
+cfg.MODEL.RETINAMASK.TEST_TOPK_MASKS = int(sys.argv[1])
+torch.manual_seed(0)
+model = build_tiny_model(cfg).eval()
+image = torch.rand(3, 64, 64) * 255
+with torch.no_grad():
+    model([{"image": image}])
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    (out,) = model([{"image": image, "height": 2000, "width": 2000}])
+growth = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+masks = out["instances"].pred_masks
+print(len(masks), int(masks.flatten(1).any(1).sum()), growth * 1024)
+"""
+
+
+def test_memory_of_unmasked_detections_is_bounded_by_the_masked_ones():
+    # Each 2000 x 2000 mask is 4 MB: the 5 pasted masks and their copy in the results need about
+    # 40 MB; the 95 empty ones would add 380 MB, and 380 more to join them (measured before:
+    # 770 MB). The bound allows 3 copies of the pasted masks and 64 MB for the rest.
+    result = subprocess.run(
+        [sys.executable, "-c", PEAK_MEMORY_SCRIPT, "5"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert result.returncode == 0, result.stderr
+    detections, nonempty, growth = map(int, result.stdout.split())
+    assert detections == 100 and 0 < nonempty <= 5
+    assert growth < 3 * 5 * 2000 * 2000 + 64 * 2**20, growth / 2**20

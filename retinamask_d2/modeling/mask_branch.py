@@ -1,8 +1,9 @@
 """The mask branch of RetinaMask: RoIAlign on P3-P5 and a Mask R-CNN mask head."""
 
 import torch
+import torch.nn.functional as F
 from detectron2.config import CfgNode, configurable
-from detectron2.layers import ShapeSpec
+from detectron2.layers import ShapeSpec, paste_masks_in_image
 from detectron2.modeling.matcher import Matcher
 from detectron2.modeling.poolers import ROIPooler
 from detectron2.modeling.roi_heads.mask_head import build_mask_head, mask_rcnn_loss
@@ -12,6 +13,9 @@ from torch import Tensor, nn
 
 from .mask_dice import mask_dice_loss
 from .mask_rois import select_mask_training_rois
+
+# detector_postprocess's default: a pixel belongs to the instance when its probability is >= it.
+MASK_THRESHOLD = 0.5
 
 
 class RetinaMaskBranch(nn.Module):
@@ -133,18 +137,83 @@ class RetinaMaskBranch(nn.Module):
         }
 
     def predict(self, features: list[Tensor], detections: list[Instances]) -> list[Instances]:
-        """``detections`` with ``pred_masks`` (N, 1, M, M): mask probabilities in their boxes,
-        or, with ``box_scale`` above 1, in their ``mask_boxes`` (a field then added).
+        """``detections`` with ``pred_masks`` (N, 1, M, M): mask probabilities in their mask
+        boxes (:meth:`mask_boxes`).
 
         Every given detection gets a mask; which ones to give is the meta-architecture's choice.
+        Eager, the mask head's own inference (detectron2's ``mask_rcnn_inference``) gives them;
+        while tracing, :meth:`traceable_mask_probabilities` does.
         """
-        boxes = [self.mask_boxes(d.pred_boxes) for d in detections]
-        pooled = self.pooler(features, boxes)
-        detections = self.mask_head(_fast_layout(pooled), detections)
-        if self.box_scale != 1.0:
-            for d, b in zip(detections, boxes, strict=True):
-                d.mask_boxes = b
+        pooled = _fast_layout(
+            self.pooler(features, [self.mask_boxes(d.pred_boxes) for d in detections])
+        )
+        if not torch.jit.is_tracing():
+            return self.mask_head(pooled, detections)
+        probs = self.traceable_mask_probabilities(self.mask_head.layers(pooled), detections)
+        for d, p in zip(detections, probs, strict=True):
+            d.pred_masks = p
         return detections
+
+    @staticmethod
+    def traceable_mask_probabilities(logits: Tensor, detections: list[Instances]) -> list[Tensor]:
+        """``mask_rcnn_inference`` of the head's ``logits`` for ``detections``: each image's
+        (N, 1, M, M) probabilities of its detections' classes, computed by the same operations.
+
+        Not ``mask_rcnn_inference`` itself: it splits the masks by a Python count of each image's
+        detections, which a trace records as a constant, so the traced model would fail on
+        images with another number of detections. One image needs no split.
+        """
+        if logits.shape[1] > 1:  # class-specific masks
+            classes = torch.cat([d.pred_classes for d in detections])
+            logits = logits[torch.arange(logits.shape[0], device=classes.device), classes][:, None]
+        probs = logits.sigmoid()
+        if len(detections) == 1:
+            return [probs]
+        return list(probs.split([len(d) for d in detections]))
+
+    def paste(self, mask_probs: Tensor, detections: Instances) -> Tensor:
+        """(N, H, W) bool masks of ``detections`` in their image (``detections.image_size``,
+        the output size, with ``pred_boxes`` at that size): each (1, M, M) probability map of
+        ``mask_probs`` resampled into its mask box and thresholded at ``MASK_THRESHOLD``.
+
+        Eager, detectron2's ``paste_masks_in_image`` (as ``detector_postprocess`` pastes); while
+        tracing, :meth:`traceable_paste`, which gives the same masks.
+        """
+        boxes = self.mask_boxes(detections.pred_boxes)
+        height, width = detections.image_size
+        if torch.jit.is_tracing():
+            return self.traceable_paste(mask_probs, boxes.tensor, height, width)
+        masks = paste_masks_in_image(mask_probs[:, 0], boxes, (height, width), MASK_THRESHOLD)
+        return masks.bool()  # uint8 when there is no mask
+
+    @staticmethod
+    def traceable_paste(
+        mask_probs: Tensor, boxes: Tensor, height: Tensor | int, width: Tensor | int
+    ) -> Tensor:
+        """``paste_masks_in_image`` of ``mask_probs`` (N, 1, M, M) into ``boxes`` (N, 4, XYXY)
+        of an H x W image, thresholded: the same sampling (pixel centres, align_corners False,
+        zeros outside the M x M map) for all masks in one ``grid_sample`` over the whole image.
+
+        Not ``paste_masks_in_image`` itself: on the CPU it crops each paste to its box, and a
+        trace keeps the sample's crop sizes, failing on other boxes; its ONNX export does not
+        load in onnxruntime either (a Slice mixing int32 and int64 indices). Pasting over the
+        whole image costs more per mask, so eager inference keeps detectron2's paste
+        (``benchmarks/results/paste_cost.json``).
+        """
+        x0, y0, x1, y1 = boxes.split(1, dim=1)  # each (N, 1)
+        ys = torch.arange(height, dtype=boxes.dtype, device=boxes.device) + 0.5
+        xs = torch.arange(width, dtype=boxes.dtype, device=boxes.device) + 0.5
+        ys = (ys - y0) / (y1 - y0) * 2 - 1  # (N, H) in grid_sample's [-1, 1]
+        xs = (xs - x0) / (x1 - x0) * 2 - 1  # (N, W)
+        grid = torch.stack(
+            [
+                xs[:, None, :].expand(-1, ys.shape[1], -1),
+                ys[:, :, None].expand(-1, -1, xs.shape[1]),
+            ],
+            dim=3,
+        )
+        pasted = F.grid_sample(mask_probs, grid.to(mask_probs.dtype), align_corners=False)
+        return pasted[:, 0] >= MASK_THRESHOLD
 
     def mask_boxes(self, boxes: Boxes) -> Boxes:
         """The boxes masks are predicted over: ``boxes`` scaled by ``box_scale`` about their

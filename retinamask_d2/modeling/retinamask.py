@@ -1,9 +1,10 @@
 """The RetinaMask meta-architecture, detectron2's RetinaNet plus a mask branch, and its
 post-processing."""
 
+import numpy as np
 import torch
 from detectron2.config import CfgNode, configurable
-from detectron2.layers import batched_nms, cat, paste_masks_in_image
+from detectron2.layers import batched_nms, cat
 from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.modeling.matcher import Matcher
 from detectron2.modeling.meta_arch.retinanet import RetinaNet
@@ -152,99 +153,133 @@ class RetinaMask(RetinaNet):
         features, while the mask branch needs its own (P3-P5 by default).
         """
         images = self.preprocess_image(batched_inputs)
-        all_features = self.backbone(images.tensor)
-        features = [all_features[f] for f in self.head_in_features]
-        mask_features = [all_features[f] for f in self.mask_branch.in_features]
-        predictions = self.head(features)
-
-        if self.training:
-            if "instances" not in batched_inputs[0]:
-                raise ValueError(
-                    "RetinaMask needs 'instances' (with gt_masks) in every input when training."
-                )
-            gt_instances = [x["instances"].to(self.device) for x in batched_inputs]
-            # RetinaNet.forward_training, inlined to share the transposed predictions and the
-            # anchors with detect_mask_training_rois.
-            pred_logits, pred_deltas = self._transpose_dense_predictions(
-                predictions, [self.num_classes, 4]
+        if not self.training:
+            sizes = [
+                (inputs.get("height", size[0]), inputs.get("width", size[1]))
+                for inputs, size in zip(batched_inputs, images.image_sizes)
+            ]
+            return [
+                {"instances": _joined(masked, unmasked)}
+                for masked, unmasked in self.detect(images, sizes)
+            ]
+        if "instances" not in batched_inputs[0]:
+            raise ValueError(
+                "RetinaMask needs 'instances' (with gt_masks) in every input when training."
             )
-            anchors = self.anchor_generator(features)
-            gt_labels, gt_boxes = self.label_anchors(anchors, gt_instances)
-            losses = self.losses(anchors, pred_logits, gt_labels, pred_deltas, gt_boxes)
-            _check_finite_deltas(pred_deltas, losses)
-            detections = self.detect_mask_training_rois(images, anchors, pred_logits, pred_deltas)
-            losses.update(self.mask_branch.losses(mask_features, detections, gt_instances))
-            if self.vis_period > 0 and get_event_storage().iter % self.vis_period == 0:
-                self.visualize_training(batched_inputs, detections)
-            return losses
+        features, mask_features = self._features(images)
+        predictions = self.head(features)
+        gt_instances = [x["instances"].to(self.device) for x in batched_inputs]
+        # RetinaNet.forward_training, inlined to share the transposed predictions and the
+        # anchors with detect_mask_training_rois.
+        pred_logits, pred_deltas = self._transpose_dense_predictions(
+            predictions, [self.num_classes, 4]
+        )
+        anchors = self.anchor_generator(features)
+        gt_labels, gt_boxes = self.label_anchors(anchors, gt_instances)
+        losses = self.losses(anchors, pred_logits, gt_labels, pred_deltas, gt_boxes)
+        _check_finite_deltas(pred_deltas, losses)
+        detections = self.detect_mask_training_rois(images, anchors, pred_logits, pred_deltas)
+        losses.update(self.mask_branch.losses(mask_features, detections, gt_instances))
+        if self.vis_period > 0 and get_event_storage().iter % self.vis_period == 0:
+            self.visualize_training(batched_inputs, detections)
+        return losses
 
-        detections = self.forward_inference(images, features, predictions)
-        detections = [_with_clipped_boxes(d) for d in detections]
-        masked = self.predict_masks(mask_features, detections)
-        return self._postprocess(masked, detections, batched_inputs, images.image_sizes)
+    def _features(self, images: ImageList) -> tuple[list[Tensor], list[Tensor]]:
+        """The backbone's maps of ``images``: those of the box head, those of the mask branch."""
+        all_features = self.backbone(images.tensor)
+        return (
+            [all_features[f] for f in self.head_in_features],
+            [all_features[f] for f in self.mask_branch.in_features],
+        )
 
-    def predict_masks(
-        self, mask_features: list[Tensor], detections: list[Instances]
-    ) -> list[Instances]:
-        """The detections of each image that get masks: its top ``test_topk_masks`` (with mask
-        NMS ``mask_nms_pre_topk``; score sorted, boxes clipped to the image) that score at least
-        ``mask_score_thresh``, with ``pred_masks`` (N, 1, M, M) probabilities.
+    def detect(
+        self, images: ImageList, output_sizes: list[tuple[int, int]]
+    ) -> list[tuple[Instances | None, Instances | None]]:
+        """The whole inference of preprocessed ``images``: each image's results at its output
+        size (height, width) in two parts, as :meth:`postprocess` returns them.
 
-        The boxes must be clipped first: ``detector_postprocess`` pastes each mask into its
-        clipped box, so the mask must be predicted for that box (as Mask R-CNN does), not for the
-        part of a box that RetinaNet placed outside the image.
+        ``forward`` joins the two parts; the export (``retinamask_d2.export``) traces this very
+        method and returns them as tensors.
         """
-        if self.test_topk_masks == 0:
-            return [d[:0] for d in detections]
-        topk = self.test_topk_masks if self.mask_nms_thresh is None else self.mask_nms_pre_topk
-        chosen = []
-        for d in detections:
-            confident = int((d.scores[:topk] >= self.mask_score_thresh).sum())
-            chosen.append(d[:confident])  # a prefix: detections come sorted by score
-        return self.mask_branch.predict(mask_features, chosen)
+        features, mask_features = self._features(images)
+        detections = self.forward_inference(images, features, self.head(features))
+        return self.postprocess(detections, mask_features, output_sizes)
 
-    def _postprocess(
+    def postprocess(
         self,
-        masked: list[Instances],
         detections: list[Instances],
-        batched_inputs: list[dict],
-        image_sizes: list[tuple[int, int]],
-    ) -> list[dict[str, Instances]]:
-        """Each image's detections at its requested output size, as ``GeneralizedRCNN`` returns
-        them: masked ones first, with their masks pasted by ``detector_postprocess``; then,
-        unless ``drop_unmasked``, the others with empty masks.
+        mask_features: list[Tensor],
+        output_sizes: list[tuple[int, int]],
+    ) -> list[tuple[Instances | None, Instances | None]]:
+        """Each image's ``detections`` (RetinaNet's, score sorted) at its output size, in two
+        parts: ``masked``, the detections :meth:`mask_selection` chooses, with ``pred_masks``
+        (K, H, W) bool pasted by the mask branch; ``unmasked``, the others, without masks.
 
-        The empty masks are made at the output size instead of being pasted: detectron2 pastes
-        masks one at a time on the CPU. With ``test_topk_masks`` 0 no detection has a mask and
-        none is dropped: box-only results.
+        ``masked`` is None in box-only inference (``test_topk_masks`` 0), ``unmasked`` with
+        ``drop_unmasked``. Boxes are clipped to the image before the masks are predicted:
+        each mask is pasted into its clipped box, so it must be predicted for that box (as Mask
+        R-CNN does), not for the part of a box that RetinaNet placed outside the image. Boxes
+        that are empty at the output size go, as ``detector_postprocess`` drops them.
         """
+        detections = [self.clip_to_image(d) for d in detections]
+        if self.test_topk_masks == 0:
+            return [
+                (None, detector_postprocess(d, height, width))
+                for d, (height, width) in zip(detections, output_sizes, strict=True)
+            ]
+        chosen = [self.mask_selection(d) for d in detections]
+        masked = self.mask_branch.predict(
+            mask_features, [d[c] for d, c in zip(detections, chosen, strict=True)]
+        )
         results = []
-        for masked_i, detections_i, inputs, image_size in zip(
-            masked, detections, batched_inputs, image_sizes
+        for masked_i, detections_i, chosen_i, (height, width) in zip(
+            masked, detections, chosen, output_sizes, strict=True
         ):
-            height = inputs.get("height", image_size[0])
-            width = inputs.get("width", image_size[1])
-            if self.test_topk_masks == 0:
-                results.append({"instances": detector_postprocess(detections_i, height, width)})
-                continue
-            # detectron2's paste, one mask at a time on the CPU: pasting all masks in one pass is
-            # no faster on the synthetic images and slower at COCO scale, where the pixel count,
-            # not the per-mask overhead, dominates (benchmarks/results/paste_cost.json).
-            output = self._suppress_by_mask(_paste_masks(masked_i, height, width))
-            rest = detections_i[len(masked_i) :]
-            if not self.drop_unmasked and len(rest) > 0:
-                rest = self._suppress_unmasked(detector_postprocess(rest, height, width), output)
-                rest.pred_masks = torch.zeros(
-                    (len(rest), *output.pred_masks.shape[1:]),
-                    dtype=torch.bool,
-                    device=output.pred_masks.device,
-                )
-                # detectron2 pastes no masks as uint8 (when no detection scores
-                # mask_score_thresh): bool like the others.
-                output.pred_masks = output.pred_masks.bool()
-                output = Instances.cat([output, rest])
-            results.append({"instances": output})
+            masked_i = self.masked_results(masked_i, height, width)
+            unmasked = None
+            if not self.drop_unmasked:
+                unmasked = self.unmasked_results(detections_i[~chosen_i], masked_i, height, width)
+            results.append((masked_i, unmasked))
         return results
+
+    @staticmethod
+    def clip_to_image(detections: Instances) -> Instances:
+        """A shallow copy of ``detections`` whose ``pred_boxes`` are clipped to its image."""
+        boxes = detections.pred_boxes.clone()
+        boxes.clip(detections.image_size)
+        clipped = Instances(detections.image_size, **detections.get_fields())
+        clipped.pred_boxes = boxes
+        return clipped
+
+    def mask_selection(self, detections: Instances) -> Tensor:
+        """(N,) bool: which of one image's score-sorted ``detections`` get masks, its top
+        ``test_topk_masks`` (``mask_nms_pre_topk`` with mask NMS) that score at least
+        ``mask_score_thresh`` (a prefix of them). A mask, not a count: a trace keeps it
+        computed from the scores, where it would record a count as a constant."""
+        scores = detections.scores
+        topk = self.test_topk_masks if self.mask_nms_thresh is None else self.mask_nms_pre_topk
+        rank = torch.arange(scores.shape[0], device=scores.device)
+        return (rank < topk) & (scores >= self.mask_score_thresh)
+
+    def masked_results(self, masked: Instances, height: int, width: int) -> Instances:
+        """``masked`` (``pred_masks`` (K, 1, M, M) probabilities, from the mask branch) at the
+        output size: ``detector_postprocess``'s boxes, the masks pasted by the mask branch,
+        then, with mask NMS, without their mask-IoU duplicates."""
+        fields = {k: v for k, v in masked.get_fields().items() if k != "pred_masks"}
+        # Under another name the M x M masks follow the box filtering without being pasted.
+        output = detector_postprocess(
+            Instances(masked.image_size, **fields, mask_probs=masked.pred_masks), height, width
+        )
+        output.pred_masks = self.mask_branch.paste(output.mask_probs, output)
+        output.remove("mask_probs")
+        return self._suppress_by_mask(output)
+
+    def unmasked_results(
+        self, unmasked: Instances, masked: Instances, height: int, width: int
+    ) -> Instances:
+        """``unmasked`` at the output size, without masks; with mask NMS, without those that
+        box NMS removes (see :meth:`_suppress_unmasked`) against the kept ``masked``."""
+        return self._suppress_unmasked(detector_postprocess(unmasked, height, width), masked)
 
     def _suppress_by_mask(self, masked: Instances) -> Instances:
         """``masked`` (pasted masks) without its mask-IoU duplicates, when mask NMS is on; a pair
@@ -291,7 +326,7 @@ class RetinaMask(RetinaNet):
 
     def inference_single_image(self, anchors, box_cls, box_delta, image_size):
         """RetinaNet's, with NMS across classes when ``class_agnostic_nms``; with mask NMS, all
-        the survivors of the loose box NMS (``_postprocess`` cuts them to
+        the survivors of the loose box NMS (``unmasked_results`` cuts them to
         ``max_detections_per_image`` once masks and box NMS have removed their duplicates)."""
         if not self.class_agnostic_nms and self.mask_nms_thresh is None:
             return super().inference_single_image(anchors, box_cls, box_delta, image_size)
@@ -386,32 +421,35 @@ def _check_finite_deltas(pred_deltas: list[Tensor], losses: dict[str, Tensor]) -
     )
 
 
-def _paste_masks(masked: Instances, height: int, width: int) -> Instances:
-    """``detector_postprocess`` of ``masked``: boxes at the output size, masks pasted there.
+def _joined(masked: Instances | None, unmasked: Instances | None) -> Instances:
+    """One image's results as detectron2 returns them: ``masked`` then ``unmasked``, every
+    instance with a mask (those of ``unmasked`` empty) when any has one.
 
-    With ``mask_boxes`` (``MASK_BOX_SCALE`` above 1) each mask is pasted into that box instead
-    of ``pred_boxes``, with detectron2's ``paste_masks_in_image`` as ``detector_postprocess``
-    pastes; detections whose box is empty after clipping go as there.
+    The empty masks cost no memory until written: their rows of ``pred_masks`` come from
+    :func:`_empty_masks`, so the memory of the results is bounded by the image and the
+    masked count, not by how many unmasked detections a low score threshold keeps.
     """
-    if not masked.has("mask_boxes"):
-        return detector_postprocess(masked, height, width)
+    if masked is None or unmasked is None or len(unmasked) == 0:
+        return unmasked if masked is None else masked
+    height, width = masked.image_size
+    masks = _empty_masks(len(masked) + len(unmasked), height, width, masked.pred_masks.device)
+    masks[: len(masked)] = masked.pred_masks
     fields = {k: v for k, v in masked.get_fields().items() if k != "pred_masks"}
-    scale_x, scale_y = width / masked.image_size[1], height / masked.image_size[0]
-    output = detector_postprocess(
-        Instances(masked.image_size, **fields, mask_probs=masked.pred_masks), height, width
-    )
-    boxes = output.mask_boxes.tensor
-    boxes = boxes * boxes.new_tensor([scale_x, scale_y, scale_x, scale_y])
-    output.pred_masks = paste_masks_in_image(output.mask_probs[:, 0], boxes, (height, width))
-    output.remove("mask_probs")
-    output.remove("mask_boxes")
-    return output
+    joined = Instances.cat([Instances(masked.image_size, **fields), unmasked])
+    joined.pred_masks = masks
+    return joined
 
 
-def _with_clipped_boxes(detections: Instances) -> Instances:
-    """A shallow copy of ``detections`` whose ``pred_boxes`` are clipped to its image."""
-    boxes = detections.pred_boxes.clone()
-    boxes.clip(detections.image_size)
-    clipped = Instances(detections.image_size, **detections.get_fields())
-    clipped.pred_boxes = boxes
-    return clipped
+def _empty_masks(count: int, height: int, width: int, device: torch.device) -> Tensor:
+    """(count, height, width) bool zeros whose memory is not written on the CPU.
+
+    ``torch.zeros`` writes every byte, so each empty mask held H x W bytes of resident memory
+    (``python -m benchmarks.timing.unmasked_memory``). numpy's zeros come from ``calloc``, which gives a large
+    block (glibc: above 32 MiB at most) as fresh pages of the operating system, zero until first
+    written: only the rows that are written (the pasted masks) take memory. The results stay an
+    ordinary tensor for every reader (Visualizer, ``instances_to_coco_json``). Other devices get
+    ``torch.zeros``.
+    """
+    if device.type != "cpu":
+        return torch.zeros((count, height, width), dtype=torch.bool, device=device)
+    return torch.from_numpy(np.zeros((count, height, width), dtype=bool))
