@@ -34,8 +34,8 @@ from detectron2.modeling import (
     build_model,
 )
 from detectron2.utils.registry import Registry
-from benchmarks.harness import RESULTS_DIR, environment, load_average, set_threads, write_json
 
+from benchmarks.harness import RESULTS_DIR, environment, load_average, set_threads, write_json
 from retinamask_d2 import add_retinamask_config
 
 ROOT = Path(__file__).resolve().parents[2]

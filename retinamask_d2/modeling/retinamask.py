@@ -444,9 +444,9 @@ def _empty_masks(count: int, height: int, width: int, device: torch.device) -> T
     """(count, height, width) bool zeros whose memory is not written on the CPU.
 
     ``torch.zeros`` writes every byte, so each empty mask held H x W bytes of resident memory
-    (``python -m benchmarks.timing.unmasked_memory``). numpy's zeros come from ``calloc``, which gives a large
-    block (glibc: above 32 MiB at most) as fresh pages of the operating system, zero until first
-    written: only the rows that are written (the pasted masks) take memory. The results stay an
+    (``python -m benchmarks.timing.unmasked_memory``). numpy's zeros come from ``calloc``, which
+    gives a large block (glibc: above 32 MiB at most) as fresh pages of the operating system, zero
+    until first written: only the rows that are written (the pasted masks) take memory. The results stay an
     ordinary tensor for every reader (Visualizer, ``instances_to_coco_json``). Other devices get
     ``torch.zeros``.
     """
