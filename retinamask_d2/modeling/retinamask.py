@@ -446,9 +446,9 @@ def _empty_masks(count: int, height: int, width: int, device: torch.device) -> T
     ``torch.zeros`` writes every byte, so each empty mask held H x W bytes of resident memory
     (``python -m benchmarks.timing.unmasked_memory``). numpy's zeros come from ``calloc``, which
     gives a large block (glibc: above 32 MiB at most) as fresh pages of the operating system, zero
-    until first written: only the rows that are written (the pasted masks) take memory. The results stay an
-    ordinary tensor for every reader (Visualizer, ``instances_to_coco_json``). Other devices get
-    ``torch.zeros``.
+    until first written: only the rows that are written (the pasted masks) take memory. The
+    results stay an ordinary tensor for every reader (Visualizer, ``instances_to_coco_json``).
+    Other devices get ``torch.zeros``.
     """
     if device.type != "cpu":
         return torch.zeros((count, height, width), dtype=torch.bool, device=device)
