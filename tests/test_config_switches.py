@@ -64,17 +64,17 @@ SWITCH_TESTS = {
     "SELF_ADJUSTING_SMOOTH_L1.BETA_MAX": ADJUSTING,
     "SELF_ADJUSTING_SMOOTH_L1.BETA_MIN": ADJUSTING,
     "MASK_NMS.ENABLED": (
-        "test_thin_objects",
+        "test_thin_object_switches",
         "test_crossing_bars_survive_mask_nms_and_not_box_nms",
     ),
-    "MASK_NMS.BOX_THRESH": ("test_thin_objects", "test_mask_nms_box_stage_keeps_its_threshold"),
-    "MASK_NMS.THRESH": ("test_thin_objects", "test_mask_nms_against_a_hand_computed_iou"),
+    "MASK_NMS.BOX_THRESH": ("test_thin_object_switches", "test_mask_nms_box_stage_keeps_its_threshold"),
+    "MASK_NMS.THRESH": ("test_thin_object_switches", "test_mask_nms_against_a_hand_computed_iou"),
     "MASK_NMS.PRE_TOPK": (
-        "test_thin_objects",
+        "test_thin_object_switches",
         "test_mask_nms_masks_pre_topk_and_box_nms_for_the_rest",
     ),
     "CLASS_AGNOSTIC_NMS": (
-        "test_thin_objects",
+        "test_thin_object_switches",
         "test_class_agnostic_nms_keeps_one_detection_per_object",
     ),
     "FPN_NORM_CONV_BIAS": (
