@@ -67,7 +67,10 @@ SWITCH_TESTS = {
         "test_thin_object_switches",
         "test_crossing_bars_survive_mask_nms_and_not_box_nms",
     ),
-    "MASK_NMS.BOX_THRESH": ("test_thin_object_switches", "test_mask_nms_box_stage_keeps_its_threshold"),
+    "MASK_NMS.BOX_THRESH": (
+        "test_thin_object_switches",
+        "test_mask_nms_box_stage_keeps_its_threshold",
+    ),
     "MASK_NMS.THRESH": ("test_thin_object_switches", "test_mask_nms_against_a_hand_computed_iou"),
     "MASK_NMS.PRE_TOPK": (
         "test_thin_object_switches",
