@@ -12,6 +12,11 @@ from torch import Tensor, nn
 
 from .mask_dice import mask_dice_loss
 from .mask_rois import select_mask_training_rois
+from .oriented_head import OrientedFrameHead
+from .oriented_pooler import OrientedPooler
+from .oriented_rois import WarpedMasks
+
+MASK_ROI_TYPES = ("box", "oriented")
 
 
 class RetinaMaskBranch(nn.Module):
@@ -34,6 +39,8 @@ class RetinaMaskBranch(nn.Module):
         loss_weight: float = 1.0,
         dice_weight: float = 0.0,
         box_scale: float = 1.0,
+        frame_head: OrientedFrameHead | None = None,
+        oriented_pooler: OrientedPooler | None = None,
     ):
         """
         Args:
@@ -46,6 +53,10 @@ class RetinaMaskBranch(nn.Module):
             dice_weight: multiplies ``loss_mask_dice``; 0 leaves the Dice term out.
             box_scale: masks are pooled, learned and predicted over each box scaled by it about
                 its centre (``mask_boxes``); 1 is the box itself.
+            frame_head, oriented_pooler: given (``MASK_ROI: "oriented"``), masks are pooled,
+                learned and predicted in the frame (rotated rectangle) ``frame_head`` gives each
+                RoI from its ``mask_boxes`` features, with ``oriented_pooler``; ``pooler`` then
+                only feeds ``frame_head``.
         """
         super().__init__()
         self.in_features = list(in_features)
@@ -57,6 +68,10 @@ class RetinaMaskBranch(nn.Module):
         if box_scale < 1.0:
             raise ValueError(f"MODEL.RETINAMASK.MASK_BOX_SCALE must be >= 1, got {box_scale}")
         self.box_scale = box_scale
+        if (frame_head is None) != (oriented_pooler is None):
+            raise ValueError("oriented mask RoIs need both a frame_head and an oriented_pooler")
+        self.frame_head = frame_head
+        self.oriented_pooler = oriented_pooler
 
     @classmethod
     def from_config(cls, cfg: CfgNode, input_shape: dict[str, ShapeSpec]):
@@ -88,7 +103,15 @@ class RetinaMaskBranch(nn.Module):
             canonical_box_size=node.CANONICAL_BOX_SIZE,
             canonical_level=node.CANONICAL_LEVEL,
         )
+        if node.MASK_ROI not in MASK_ROI_TYPES:
+            raise ValueError(
+                f"MODEL.RETINAMASK.MASK_ROI must be one of {MASK_ROI_TYPES}, got {node.MASK_ROI!r}"
+            )
+        oriented = {}
+        if node.MASK_ROI == "oriented":
+            oriented = _oriented_parts(cfg, pooler, channels=next(iter(channels)))
         return {
+            **oriented,
             "in_features": in_features,
             "pooler": pooler,
             "mask_head": build_mask_head(
@@ -119,10 +142,22 @@ class RetinaMaskBranch(nn.Module):
         get_event_storage().put_scalar(
             "retinamask/num_mask_rois", sum(len(r) for r in rois) / max(len(rois), 1)
         )
-        pooled = _fast_layout(self.pooler(features, [r.proposal_boxes for r in rois]))
+        pooled = self.pooler(features, [r.proposal_boxes for r in rois])
+        frame_losses = {}
+        if self.frame_head is not None:
+            outputs = self.frame_head(pooled)
+            frame_losses = self.frame_head.losses(outputs, rois)
+            boxes = [r.proposal_boxes.tensor for r in rois]
+            frames = self.frame_head.frames(outputs, torch.cat(boxes)).split(
+                [len(b) for b in boxes]
+            )
+            pooled = self.oriented_pooler(features, list(frames))
+            # The targets are the GT masks seen in the same frames.
+            rois = [_with_warped_masks(r, f) for r, f in zip(rois, frames, strict=True)]
+        pooled = _fast_layout(pooled)
         if not self.dice_weight:
             loss = self.mask_head(pooled, rois)["loss_mask"]
-            return {"loss_mask": loss * self.loss_weight}
+            return {"loss_mask": loss * self.loss_weight, **frame_losses}
         # The head's own forward returns only its loss; the Dice term needs its logits, so the
         # head's two steps (layers, then detectron2's loss with its weight) are taken here.
         logits = self.mask_head.layers(pooled)
@@ -130,21 +165,38 @@ class RetinaMaskBranch(nn.Module):
         return {
             "loss_mask": loss * self.loss_weight,
             "loss_mask_dice": mask_dice_loss(logits, rois) * self.dice_weight,
+            **frame_losses,
         }
 
     def predict(self, features: list[Tensor], detections: list[Instances]) -> list[Instances]:
         """``detections`` with ``pred_masks`` (N, 1, M, M): mask probabilities in their boxes,
-        or, with ``box_scale`` above 1, in their ``mask_boxes`` (a field then added).
+        or, with ``box_scale`` above 1, in their ``mask_boxes`` (a field then added), or, with
+        oriented RoIs, in their ``mask_frames`` (N, 5) (a field then added; see
+        ``oriented_rois.py``; paste with ``oriented_rois.paste_frame_masks``).
 
         Every given detection gets a mask; which ones to give is the meta-architecture's choice.
         """
         boxes = [self.mask_boxes(d.pred_boxes) for d in detections]
+        if self.frame_head is not None:
+            frames = self.mask_frames(features, boxes)
+            pooled = self.oriented_pooler(features, frames)
+            detections = self.mask_head(_fast_layout(pooled), detections)
+            for d, f in zip(detections, frames, strict=True):
+                d.mask_frames = f
+            return detections
         pooled = self.pooler(features, boxes)
         detections = self.mask_head(_fast_layout(pooled), detections)
         if self.box_scale != 1.0:
             for d, b in zip(detections, boxes, strict=True):
                 d.mask_boxes = b
         return detections
+
+    def mask_frames(self, features: list[Tensor], boxes: list[Boxes]) -> list[Tensor]:
+        """Per image, the (Ni, 5) frames that oriented masks are predicted in, for its
+        ``mask_boxes``: what ``frame_head`` reads from the features pooled over them."""
+        outputs = self.frame_head(self.pooler(features, boxes))
+        frames = self.frame_head.frames(outputs, torch.cat([b.tensor for b in boxes]))
+        return list(frames.split([len(b) for b in boxes]))
 
     def mask_boxes(self, boxes: Boxes) -> Boxes:
         """The boxes masks are predicted over: ``boxes`` scaled by ``box_scale`` about their
@@ -160,6 +212,44 @@ def _with_proposal_boxes(rois: Instances, boxes: Boxes) -> Instances:
     copy = Instances(rois.image_size, **rois.get_fields())
     copy.proposal_boxes = boxes
     return copy
+
+
+def _with_warped_masks(rois: Instances, frames: Tensor) -> Instances:
+    """A copy of ``rois`` whose ``gt_masks`` give their targets in ``frames``."""
+    copy = Instances(rois.image_size, **rois.get_fields())
+    if rois.has("gt_masks"):
+        copy.gt_masks = WarpedMasks(rois.gt_masks, frames)
+    return copy
+
+
+def _oriented_parts(cfg: CfgNode, pooler: ROIPooler, channels: int) -> dict:
+    """The frame head and the frame pooler of ``MASK_ROI: "oriented"``, pooling as ``pooler``."""
+    node = cfg.MODEL.RETINAMASK.ORIENTED
+    head_cfg = cfg.MODEL.ROI_MASK_HEAD
+    if node.MIN_ELONGATION < 1.0 or node.LENGTH_PAD < 1.0 or node.WIDTH_PAD < 1.0:
+        raise ValueError(
+            "MODEL.RETINAMASK.ORIENTED.MIN_ELONGATION, LENGTH_PAD and WIDTH_PAD must be >= 1, got "
+            f"{node.MIN_ELONGATION}, {node.LENGTH_PAD}, {node.WIDTH_PAD}"
+        )
+    return {
+        "frame_head": OrientedFrameHead(
+            in_channels=channels,
+            input_size=head_cfg.POOLER_RESOLUTION,
+            conv_dim=node.HEAD_CONV_DIM,
+            min_elongation=node.MIN_ELONGATION,
+            length_pad=node.LENGTH_PAD,
+            width_pad=node.WIDTH_PAD,
+            min_width_ratio=node.MIN_WIDTH_RATIO,
+            loss_weight=node.LOSS_WEIGHT,
+        ),
+        "oriented_pooler": OrientedPooler(
+            output_size=head_cfg.POOLER_RESOLUTION,
+            scales=[1.0 / 2**k for k in range(pooler.min_level, pooler.max_level + 1)],
+            sampling_ratio=head_cfg.POOLER_SAMPLING_RATIO,
+            canonical_box_size=pooler.canonical_box_size,
+            canonical_level=pooler.canonical_level,
+        ),
+    }
 
 
 def _with_one_class_count(cfg: CfgNode) -> CfgNode:
