@@ -9,12 +9,19 @@ head, and the angle it gives is the model's own (what upright cut-outs need).
 import math
 
 import fvcore.nn.weight_init as weight_init
+import numpy as np
 import torch
 from detectron2.structures import BitMasks, Instances, PolygonMasks
 from fvcore.nn import smooth_l1_loss
 from torch import Tensor, nn
 
-from .oriented_rois import box_frames, fit_frames, fit_polygon_frame, pad_frames
+from .oriented_rois import (
+    box_frames,
+    finish_frames,
+    fit_frames,
+    fit_polygon_rectangle,
+    pad_frames,
+)
 
 # Above this length (a multiple of the box diagonal), a predicted side is clamped: exp of an
 # untrained output must not make a frame that covers the whole image.
@@ -121,26 +128,31 @@ class OrientedFrameHead(nn.Module):
 def gt_frames(gt_masks, min_elongation: float, device: torch.device) -> tuple[Tensor, Tensor]:
     """Frames (N, 5) and elongation (N,) of GT masks: each fitted exactly from its polygons, or
     from its bitmask's pixels inside its box."""
-    boxes = gt_masks.get_bounding_boxes().tensor.to(device=device, dtype=torch.float32)
     if isinstance(gt_masks, PolygonMasks):
-        fits = [
-            fit_polygon_frame(polygons, box, min_elongation)
-            for polygons, box in zip(gt_masks.polygons, boxes)
-        ]
-    elif isinstance(gt_masks, BitMasks):
-        fits = []
-        for mask, box in zip(gt_masks.tensor.to(device), boxes):
-            x0, y0, x1, y1 = (int(v) for v in box.round().tolist())
-            crop = mask[y0 : max(y1, y0 + 1), x0 : max(x1, x0 + 1)]
-            cell_box = box.new_tensor([[x0, y0, x0 + crop.shape[1], y0 + crop.shape[0]]])
-            fits.append(fit_frames(crop[None], cell_box, min_elongation))
-    else:
+        # In numpy: PolygonMasks.get_bounding_boxes runs torch ops per polygon, which cost
+        # more than the fit itself for a batch's few hundred RoIs.
+        points = [np.concatenate(p).reshape(-1, 2) for p in gt_masks.polygons]
+        corners = [np.concatenate([q.min(0), q.max(0)]) for q in points]
+        boxes = torch.tensor(np.array(corners).reshape(-1, 4), dtype=torch.float32, device=device)
+        rectangles = [fit_polygon_rectangle(polygons) for polygons in gt_masks.polygons]
+        valid = torch.tensor([r is not None for r in rectangles], dtype=torch.bool, device=device)
+        fitted = boxes.new_tensor([r if r is not None else [0.0] * 5 for r in rectangles])
+        return finish_frames(fitted.reshape(-1, 5), valid, boxes, min_elongation)
+    if not isinstance(gt_masks, BitMasks):
         raise TypeError(
             "MODEL.RETINAMASK.MASK_ROI 'oriented' needs the GT masks as detectron2 PolygonMasks "
             f"or BitMasks (INPUT.MASK_FORMAT 'polygon' or 'bitmask'), got {type(gt_masks).__name__}"
         )
-    if not fits:
+    boxes = gt_masks.get_bounding_boxes().tensor.to(device=device, dtype=torch.float32)
+    if len(boxes) == 0:
         return boxes.new_zeros((0, 5)), torch.zeros(0, dtype=torch.bool, device=device)
+    fits = []
+    for mask, box in zip(gt_masks.tensor.to(device), boxes):
+        # The mask's own pixels (cells of 1 px), cropped to its box.
+        x0, y0, x1, y1 = (int(v) for v in box.round().tolist())
+        crop = mask[y0 : max(y1, y0 + 1), x0 : max(x1, x0 + 1)]
+        cell_box = box.new_tensor([[x0, y0, x0 + crop.shape[1], y0 + crop.shape[0]]])
+        fits.append(fit_frames(crop[None], cell_box, min_elongation))
     return torch.cat([f for f, _ in fits]), torch.cat([e for _, e in fits])
 
 

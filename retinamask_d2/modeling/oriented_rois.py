@@ -116,10 +116,12 @@ def fit_frames(masks: Tensor, boxes: Tensor, min_elongation: float) -> tuple[Ten
     return finish_frames(fitted, area > 0, boxes, min_elongation)
 
 
-def fit_polygon_frame(polygons: list[np.ndarray], box: Tensor, min_elongation: float):
-    """:func:`fit_frames` for one object given as COCO polygons, exactly: the area moments of
-    the polygons (Green's theorem) and the extents of their vertices, no rasteriser involved
-    (at 64 cells per box side a 3 px wide rod at 45 deg in a 200 px box would be 1 cell wide)."""
+def fit_polygon_rectangle(polygons: list[np.ndarray]) -> list[float] | None:
+    """The rectangle (cx, cy, w, h, theta) :func:`fit_frames` fits, for one object given as
+    COCO polygons, exactly: from the area moments of the polygons (Green's theorem) and the
+    extents of their vertices, no rasteriser involved (on a 64-cell grid of its box a 3 px
+    wide rod at 45 deg in a 200 px box would be one cell wide). None for a zero-area object.
+    Plain numpy: it runs for every training RoI."""
     area = cx = cy = sxx = syy = sxy = 0.0
     origin = polygons[0][:2].astype(np.float64)
     points = []
@@ -129,8 +131,7 @@ def fit_polygon_frame(polygons: list[np.ndarray], box: Tensor, min_elongation: f
         x, y = p[:, 0], p[:, 1]
         xn, yn = np.roll(x, -1), np.roll(y, -1)
         cross = x * yn - xn * y
-        sign = 1.0 if cross.sum() >= 0 else -1.0  # each polygon counted positively
-        cross = cross * sign
+        cross = cross if cross.sum() >= 0 else -cross  # each polygon counted positively
         area += cross.sum() / 2
         cx += ((x + xn) * cross).sum() / 6
         cy += ((y + yn) * cross).sum() / 6
@@ -138,27 +139,23 @@ def fit_polygon_frame(polygons: list[np.ndarray], box: Tensor, min_elongation: f
         syy += ((y * y + y * yn + yn * yn) * cross).sum() / 12
         sxy += ((x * yn + 2 * x * y + 2 * xn * yn + xn * y) * cross).sum() / 24
     if area <= 0:
-        return finish_frames(
-            box_frames(box[None]), box.new_zeros(1, dtype=torch.bool), box[None], 1.0
-        )
+        return None
     cx, cy = cx / area, cy / area
     theta = 0.5 * np.arctan2(
         2 * (sxy / area - cx * cy), (sxx / area - cx**2) - (syy / area - cy**2)
     )
+    cos, sin = np.cos(theta), np.sin(theta)
     points = np.concatenate(points) - (cx, cy)
-    u = points @ (np.cos(theta), np.sin(theta))
-    v = points @ (-np.sin(theta), np.cos(theta))
+    u = points @ (cos, sin)
+    v = points @ (-sin, cos)
     mid_u, mid_v = (u.max() + u.min()) / 2, (v.max() + v.min()) / 2
-    centre = origin + (cx, cy)
-    fitted = [
-        centre[0] + mid_u * np.cos(theta) - mid_v * np.sin(theta),
-        centre[1] + mid_u * np.sin(theta) + mid_v * np.cos(theta),
+    return [
+        origin[0] + cx + mid_u * cos - mid_v * sin,
+        origin[1] + cy + mid_u * sin + mid_v * cos,
         u.max() - u.min(),
         v.max() - v.min(),
         theta,
     ]
-    fitted = torch.tensor([fitted], dtype=box.dtype, device=box.device)
-    return finish_frames(fitted, box.new_ones(1, dtype=torch.bool), box[None], min_elongation)
 
 
 def finish_frames(
@@ -313,6 +310,7 @@ class WarpedMasks:
             raise ValueError(f"{len(masks)} GT masks for {len(frames)} frames")
         self.masks = masks
         self.frames = frames
+        self._warped: dict[int, Tensor] = {}  # per side: the loss and the Dice term share them
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -322,4 +320,6 @@ class WarpedMasks:
         return WarpedMasks(self.masks[index], self.frames[index])
 
     def crop_and_resize(self, boxes: Tensor, side: int) -> Tensor:
-        return warp_masks(self.masks, self.frames, side)
+        if side not in self._warped:
+            self._warped[side] = warp_masks(self.masks, self.frames, side)
+        return self._warped[side]
