@@ -196,6 +196,8 @@ class RetinaMaskBranch(nn.Module):
         ``mask_boxes``: what ``frame_head`` reads from the features pooled over them."""
         outputs = self.frame_head(self.pooler(features, boxes))
         frames = self.frame_head.frames(outputs, torch.cat([b.tensor for b in boxes]))
+        if len(boxes) == 1:  # no split by a Python count, which a trace would keep as it is
+            return [frames]
         return list(frames.split([len(b) for b in boxes]))
 
     def mask_boxes(self, boxes: Boxes) -> Boxes:

@@ -9,6 +9,7 @@ and ONNX (GridSample, opset 16).
 
 import torch
 import torch.nn.functional as F
+from detectron2.layers.wrappers import shapes_to_tensor
 from detectron2.modeling.poolers import assign_boxes_to_levels
 from detectron2.structures import Boxes
 from torch import Tensor, nn
@@ -69,20 +70,19 @@ class OrientedPooler(nn.Module):
             self.canonical_box_size,
             self.canonical_level,
         )
+        # Sizes from .shape, not len(): a trace keeps them symbolic.
         images = torch.cat(
-            [
-                torch.full((len(f),), i, dtype=torch.int64, device=f.device)
-                for i, f in enumerate(frames)
-            ]
+            [torch.zeros_like(f[:, 0], dtype=torch.int64) + i for i, f in enumerate(frames)]
         )
         channels = features[0].shape[1]
         output = features[0].new_zeros(
-            (len(all_frames), channels, self.output_size, self.output_size)
+            (all_frames.shape[0], channels, self.output_size, self.output_size)
         )
         points = frame_grid(all_frames, side)  # (R, side, side, 2) image pixels
         for level, (feature, scale) in enumerate(zip(features, self.scales)):
-            height, width = feature.shape[-2:]
-            normalise = points.new_tensor([2.0 * scale / width, 2.0 * scale / height])
+            # shapes_to_tensor: the map's size stays symbolic in a trace.
+            size = shapes_to_tensor([feature.shape[-1], feature.shape[-2]], points.device)
+            normalise = 2.0 * scale / size.to(points.dtype)
             for image in range(len(frames)):
                 (index,) = torch.nonzero((levels == level) & (images == image), as_tuple=True)
                 # All of the image's frames at this level in one call: a grid of R x side rows.

@@ -270,30 +270,58 @@ def paste_frame_masks(
     Each output pixel centre is mapped back into its frame's grid and sampled bilinearly
     (``grid_sample``, align_corners False, zeros outside the grid), as detectron2's
     ``paste_masks_in_image`` does for boxes; only the pixels of the frame's bounding box are
-    sampled, one mask at a time, as detectron2 does on the CPU.
+    sampled, one mask at a time, as detectron2 does on the CPU. :func:`paste_frame_masks_whole`
+    gives the same masks in one pass over the whole image, for tracing.
     """
     masks = torch.zeros((len(frames), height, width), dtype=torch.bool, device=frames.device)
     if len(frames) == 0:
         return masks
-    sx, sy = scale
-    corners = frame_corners(frames) * frames.new_tensor([sx, sy])
+    corners = frame_corners(frames) * frames.new_tensor(scale)
     lows = corners.amin(1).floor().clamp(min=0)
     highs = corners.amax(1).ceil()
-    along, across = frame_axes(frames)
     for i in range(len(frames)):
         x0, y0 = int(lows[i, 0]), int(lows[i, 1])
         x1, y1 = min(int(highs[i, 0]), width), min(int(highs[i, 1]), height)
         if x1 <= x0 or y1 <= y0:
             continue
-        xs = (torch.arange(x0, x1, dtype=frames.dtype, device=frames.device) + 0.5) / sx
-        ys = (torch.arange(y0, y1, dtype=frames.dtype, device=frames.device) + 0.5) / sy
-        dx, dy = xs - frames[i, 0], ys - frames[i, 1]
-        u = (dx[None, :] * along[i, 0] + dy[:, None] * along[i, 1]) * (2 / frames[i, 2])
-        v = (dx[None, :] * across[i, 0] + dy[:, None] * across[i, 1]) * (2 / frames[i, 3])
-        grid = torch.stack([u, v], dim=2)[None].to(mask_probs.dtype)
+        xs = torch.arange(x0, x1, dtype=frames.dtype, device=frames.device)
+        ys = torch.arange(y0, y1, dtype=frames.dtype, device=frames.device)
+        grid = _pixel_grid(frames[i : i + 1], xs, ys, scale).to(mask_probs.dtype)
         pasted = F.grid_sample(mask_probs[i : i + 1], grid, align_corners=False)
         masks[i, y0:y1, x0:x1] = pasted[0, 0] >= threshold
     return masks
+
+
+def paste_frame_masks_whole(
+    mask_probs: Tensor,
+    frames: Tensor,
+    scale: tuple[float, float],
+    height: Tensor | int,
+    width: Tensor | int,
+    threshold: float = 0.5,
+) -> Tensor:
+    """:func:`paste_frame_masks` in one ``grid_sample`` over the whole image for all masks: no
+    Python loop or count, so that a trace holds for other images (N x H x W floats: for
+    export, not for large images on the CPU)."""
+    xs = torch.arange(width, dtype=frames.dtype, device=frames.device)
+    ys = torch.arange(height, dtype=frames.dtype, device=frames.device)
+    grid = _pixel_grid(frames, xs, ys, scale).to(mask_probs.dtype)
+    return F.grid_sample(mask_probs, grid, align_corners=False)[:, 0] >= threshold
+
+
+def _pixel_grid(frames: Tensor, xs: Tensor, ys: Tensor, scale: tuple[float, float]) -> Tensor:
+    """(N, len(ys), len(xs), 2) ``grid_sample`` coordinates, in each frame's mask grid, of the
+    centres of output pixels at columns ``xs`` and rows ``ys``."""
+    along, across = frame_axes(frames)
+    dx = (xs + 0.5)[None, None, :] / scale[0] - frames[:, 0, None, None]  # (N, 1, W)
+    dy = (ys + 0.5)[None, :, None] / scale[1] - frames[:, 1, None, None]  # (N, H, 1)
+    u = (dx * along[:, 0, None, None] + dy * along[:, 1, None, None]) * (
+        2 / frames[:, 2, None, None]
+    )
+    v = (dx * across[:, 0, None, None] + dy * across[:, 1, None, None]) * (
+        2 / frames[:, 3, None, None]
+    )
+    return torch.stack([u, v], dim=3)
 
 
 class WarpedMasks:
