@@ -17,6 +17,7 @@ from retinamask_d2.modeling.oriented_rois import (
     frame_corners,
     pad_frames,
     paste_frame_masks,
+    paste_frame_masks_whole,
     warp_masks,
 )
 from tests.common import build_tiny_model, get_tiny_cfg, training_batch
@@ -272,3 +273,15 @@ def test_unknown_mask_roi_is_refused_by_name():
     cfg.MODEL.RETINAMASK.MASK_ROI = "rotated"
     with pytest.raises(ValueError, match="MODEL.RETINAMASK.MASK_ROI"):
         build_tiny_model(cfg)
+
+
+def test_whole_image_paste_equals_the_cropped_paste():
+    # The export's one-pass paste and the eager per-mask paste give the same pixels.
+    torch.manual_seed(0)
+    probs = torch.rand(3, 1, 28, 28)
+    frames = torch.tensor([BAR, (60.0, 140.0, 90.0, 20.0, -0.5), (190.0, 10.0, 30.0, 30.0, 0.0)])
+    for scale in [(1.0, 1.0), (0.75, 1.25)]:
+        height, width = round(200 * scale[1]), round(200 * scale[0])
+        cropped = paste_frame_masks(probs, frames, scale, height, width)
+        whole = paste_frame_masks_whole(probs, frames, scale, height, width)
+        assert torch.equal(cropped, whole) and cropped.any()
