@@ -6,10 +6,12 @@ import math
 import numpy as np
 import pytest
 import torch
+from detectron2.layers import ShapeSpec
 from detectron2.modeling.poolers import ROIPooler
 from detectron2.structures import BitMasks, Boxes, Instances, PolygonMasks
 from detectron2.utils.events import EventStorage
 
+from retinamask_d2.modeling import RetinaMaskBranch
 from retinamask_d2.modeling.oriented_head import OrientedFrameHead, gt_frames
 from retinamask_d2.modeling.oriented_pooler import OrientedPooler
 from retinamask_d2.modeling.oriented_rois import (
@@ -285,3 +287,40 @@ def test_whole_image_paste_equals_the_cropped_paste():
         cropped = paste_frame_masks(probs, frames, scale, height, width)
         whole = paste_frame_masks_whole(probs, frames, scale, height, width)
         assert torch.equal(cropped, whole) and cropped.any()
+
+
+def _branch_with(options: dict):
+    cfg = get_tiny_cfg()
+    cfg.MODEL.RETINAMASK.MASK_ROI = "oriented"
+    for key, value in options.items():
+        cfg.MODEL.RETINAMASK.ORIENTED[key] = value
+    shapes = {f"p{k}": ShapeSpec(channels=4, stride=2**k) for k in range(3, 8)}
+    torch.manual_seed(0)
+    return RetinaMaskBranch(cfg, shapes)
+
+
+def test_oriented_keys_reach_the_frames_and_the_frame_loss():
+    # A box of diagonal 100 (60 x 80) and a prediction of a rectangle 0.5 x 0.05 of it at 0 deg.
+    box = torch.tensor([[0.0, 0.0, 60.0, 80.0]])
+    outputs = torch.tensor([[0.0, 0.0, math.log(0.5), math.log(0.05), 1.0, 0.0]])
+    head = _branch_with({"LENGTH_PAD": 1.5, "WIDTH_PAD": 2.0, "MIN_WIDTH_RATIO": 0.0}).frame_head
+    assert head.frames(outputs, box)[0].tolist() == pytest.approx([30, 40, 75, 10, 0], abs=1e-4)
+    head = _branch_with({"LENGTH_PAD": 1.0, "MIN_WIDTH_RATIO": 0.5}).frame_head
+    assert head.frames(outputs, box)[0].tolist() == pytest.approx([30, 40, 50, 25, 0], abs=1e-4)
+    assert _branch_with({"HEAD_CONV_DIM": 24}).frame_head.conv1.out_channels == 24
+
+    # A 30 x 10 rectangle (elongation 3) has an angle target below MIN_ELONGATION 3, none above.
+    rois = Instances((100, 100))
+    rois.proposal_boxes = Boxes(torch.tensor([[30.0, 40.0, 60.0, 50.0]]))
+    rois.gt_masks = PolygonMasks([[_rectangle_polygon(45.0, 45.0, 30.0, 10.0, 0.0)]])
+    for min_elongation, angle_target in [(3.0, [1.0, 0.0]), (3.5, [0.0, 0.0])]:
+        head = _branch_with({"MIN_ELONGATION": min_elongation}).frame_head
+        targets, _ = head.targets([rois], rois.proposal_boxes.tensor)
+        assert targets[0, 4:].tolist() == pytest.approx(angle_target, abs=1e-6)
+
+    losses = [
+        _branch_with({"LOSS_WEIGHT": w}).frame_head.losses(outputs, [rois])["loss_mask_frame"]
+        for w in (1.0, 2.5)
+    ]
+    assert losses[0] > 0
+    torch.testing.assert_close(losses[1], 2.5 * losses[0])
