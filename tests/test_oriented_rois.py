@@ -195,6 +195,12 @@ def test_mask_loss_trains_in_frames_and_reaches_the_backbone():
     losses["loss_mask"].backward()
     stem = model.backbone.bottom_up.stem.conv1.weight
     assert stem.grad is not None and stem.grad.abs().sum() > 0
+    # An image without GT next to one with: its RoIs have no masks, the others still train.
+    batch = training_batch()
+    batch[1]["instances"] = batch[1]["instances"][:0]
+    with EventStorage():
+        losses = model(batch)
+    assert losses["loss_mask"] > 0 and torch.isfinite(losses["loss_mask_frame"])
 
 
 def test_frame_head_learns_a_bar_frame():

@@ -113,9 +113,13 @@ class OrientedFrameHead(nn.Module):
         """(R, 6) regression targets and (R,) whether each RoI's object is elongated."""
         fitted, elongated = [], []
         for r in rois:
+            if len(r) == 0:  # an image without GT has no gt_masks field
+                continue
             frames, long = gt_frames(r.gt_masks, self.min_elongation, boxes.device)
             fitted.append(frames)
             elongated.append(long)
+        if not fitted:
+            return boxes.new_zeros((0, 6)), torch.zeros(0, dtype=torch.bool, device=boxes.device)
         fitted, elongated = torch.cat(fitted), torch.cat(elongated)
         centre, diag = _centre_and_diagonal(boxes)
         offsets = (fitted[:, :2] - centre) / diag[:, None]
