@@ -115,6 +115,12 @@ class ExportableRetinaMask(nn.Module):
                 "it off (--opts MODEL.RETINAMASK.MASK_NMS.ENABLED False: duplicates are then "
                 "removed by box NMS only) or use the eager predictor"
             )
+        if model.mask_branch.frame_head is not None:
+            # Pooling and pasting here are in boxes: the file would cut out the wrong pixels.
+            raise ValueError(
+                "oriented mask RoIs (MODEL.RETINAMASK.MASK_ROI 'oriented') cannot be exported yet; "
+                "use the eager predictor"
+            )
         self.model = model
         # Exporters restore the training flag they found: keep the wrapper's off like the model's.
         self.eval()

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from retinamask_d2.export import export_torchscript
+from retinamask_d2.export import ExportableRetinaMask, export_torchscript
 from tests.common import build_tiny_model
 from tests.export_common import (
     CLASS_BIAS,
@@ -41,11 +41,17 @@ def _oriented_detecting_model():
     return model
 
 
+def test_export_refuses_oriented_rois_by_name():
+    # Until the export pools and pastes in frames it would cut out the wrong pixels.
+    with pytest.raises(ValueError, match="MODEL.RETINAMASK.MASK_ROI 'oriented'"):
+        ExportableRetinaMask(_oriented_detecting_model())
+
+
 @pytest.mark.xfail(
     strict=False,
-    reason="the export pools and pastes masks in boxes; it follows MASK_ROI 'oriented' once it "
-    "calls the mask branch's public methods (mask_frames, the oriented pooler, "
-    "oriented_rois.paste_frame_masks), which the export rewrite of this round does",
+    reason="the export refuses MASK_ROI 'oriented' until it pools and pastes in the mask "
+    "branch's frames (mask_frames, oriented_pooler, oriented_rois.paste_frame_masks_whole), "
+    "which the export rewrite of this round can call",
 )
 def test_exported_oriented_model_equals_eager_on_other_sizes(tmp_path):
     model = _oriented_detecting_model()
