@@ -21,22 +21,32 @@ from pathlib import Path
 
 import numpy as np
 import pycocotools.mask as mask_util
+import torch
 from detectron2.evaluation.coco_evaluation import instances_to_coco_json
 from harness import RESULTS_DIR, write_json
 from thin_metrics import coco_ap
 
-from retinamask_d2.modeling.oriented_rois import fit_polygon_rectangle
+from retinamask_d2.modeling.oriented_rois import fit_frames, fit_polygon_rectangle
 from retinamask_d2.predictor import RetinaMaskPredictor, load_config
 
 ANGLE_BINS = ((0.0, 10.0), (10.0, 30.0), (30.0, 45.0))  # degrees from the nearest axis
 FOUND_IOU = 0.5
 
 
-def axis_angle(polygons: list[list[float]]) -> float:
-    """Degrees between the long side of the rectangle fitted to ``polygons`` and the nearest
-    image axis (0-45)."""
-    rectangle = fit_polygon_rectangle([np.asarray(p, dtype=np.float64) for p in polygons])
-    degrees = abs(math.degrees(rectangle[4])) % 90.0
+def axis_angle(annotation: dict, height: int, width: int) -> float:
+    """Degrees between the long side of the rectangle fitted to the GT's mask and the nearest
+    image axis (0-45): exactly from polygons, from the pixels of an RLE mask."""
+    segmentation = annotation["segmentation"]
+    if isinstance(segmentation, list):
+        theta = fit_polygon_rectangle([np.asarray(p, dtype=np.float64) for p in segmentation])[4]
+    else:
+        if isinstance(segmentation["counts"], list):
+            segmentation = mask_util.frPyObjects(segmentation, height, width)
+        mask = torch.from_numpy(mask_util.decode(segmentation)).bool()
+        box = torch.tensor([[0.0, 0.0, float(width), float(height)]])
+        frames, _ = fit_frames(mask[None], box, min_elongation=1.0)
+        theta = float(frames[0, 4])
+    degrees = abs(math.degrees(theta)) % 90.0
     return min(degrees, 90.0 - degrees)
 
 
@@ -70,17 +80,25 @@ def per_object(dataset: dict, results: list[dict], thin_id: int) -> list[dict]:
         if ann["category_id"] != thin_id:
             continue
         same = [r for r in by_image.get(ann["image_id"], []) if r["category_id"] == thin_id]
-        row = {"angle": axis_angle(ann["segmentation"]), "found": False, "mask_iou": None}
+        h, w = heights[ann["image_id"]]
+        row = {"angle": axis_angle(ann, h, w), "found": False, "mask_iou": None}
         if same:
             box_iou = mask_util.iou([r["bbox"] for r in same], [ann["bbox"]], [0])[:, 0]
             best = int(np.argmax(box_iou))
             if box_iou[best] >= FOUND_IOU:
-                h, w = heights[ann["image_id"]]
-                gt_rle = mask_util.merge(mask_util.frPyObjects(ann["segmentation"], h, w))
+                gt_rle = _rle(ann["segmentation"], h, w)
                 mask_iou = mask_util.iou([same[best]["segmentation"]], [gt_rle], [0])[0, 0]
                 row.update(found=True, mask_iou=float(mask_iou))
         rows.append(row)
     return rows
+
+
+def _rle(segmentation, height: int, width: int) -> dict:
+    if isinstance(segmentation, list):
+        return mask_util.merge(mask_util.frPyObjects(segmentation, height, width))
+    if isinstance(segmentation["counts"], list):
+        return mask_util.frPyObjects(segmentation, height, width)
+    return segmentation
 
 
 def by_angle(rows: list[dict]) -> dict:
@@ -108,6 +126,7 @@ def main() -> None:
     dataset = json.loads(args.json.read_text())
     thin_id = next(c["id"] for c in dataset["categories"] if c["name"] == args.thin_class)
     report = {"dataset": str(args.json), "images": len(dataset["images"]), "runs": {}}
+    per_object(dataset, [], thin_id)  # the GT's angles, before any inference
     for spec in args.run:
         name, folder = spec.split("=", 1)
         results, seconds = predict(Path(folder), dataset, args.images)
