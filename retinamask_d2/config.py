@@ -55,6 +55,24 @@ def add_retinamask_config(cfg: CN) -> None:
     # cuts its object short, as boxes of long thin objects often do; the boxes returned are the
     # detector's own.
     _C.MODEL.RETINAMASK.MASK_BOX_SCALE = 1.0
+    # What each detection's mask is pooled, learned and pasted in (not in the paper): "box", its
+    # (MASK_BOX_SCALE-scaled) box; "oriented", a rotated rectangle ("frame") that a small head
+    # regresses from the box's features, trained on the rectangle fitted to the GT mask, so
+    # that a thin tilted object fills the mask grid instead of crossing it as a thin diagonal.
+    # Near-square objects keep their box. Not measured yet against "box": "box" stays default.
+    _C.MODEL.RETINAMASK.MASK_ROI = "box"
+    _C.MODEL.RETINAMASK.ORIENTED = CN()
+    # An object whose rectangle is shorter than MIN_ELONGATION times its width keeps its box.
+    _C.MODEL.RETINAMASK.ORIENTED.MIN_ELONGATION = 2.0
+    # The predicted rectangle is grown by LENGTH_PAD along its length and by WIDTH_PAD across
+    # it, but to at least MIN_WIDTH_RATIO of its padded length across, so that an error of the
+    # predicted angle (up to asin(MIN_WIDTH_RATIO * LENGTH_PAD), 7 deg) cannot cut the ends off.
+    _C.MODEL.RETINAMASK.ORIENTED.LENGTH_PAD = 1.2
+    _C.MODEL.RETINAMASK.ORIENTED.WIDTH_PAD = 1.5
+    _C.MODEL.RETINAMASK.ORIENTED.MIN_WIDTH_RATIO = 0.1
+    # Channels of the frame head's two convs; weight of its loss_mask_frame.
+    _C.MODEL.RETINAMASK.ORIENTED.HEAD_CONV_DIM = 64
+    _C.MODEL.RETINAMASK.ORIENTED.LOSS_WEIGHT = 1.0
     # At test time the TEST_TOPK_MASKS highest-scoring detections get masks (paper: 50);
     # 0 gives box-only inference (no pred_masks, no mask branch cost).
     _C.MODEL.RETINAMASK.TEST_TOPK_MASKS = 50
@@ -73,6 +91,15 @@ def add_retinamask_config(cfg: CN) -> None:
     # RetinaNet's best (low-quality) anchor matching: each GT's highest-IoU anchors are positive.
     # detectron2 hard-codes it on; this switch exposes it (paper: on).
     _C.MODEL.RETINAMASK.ALLOW_LOW_QUALITY_MATCHES = True
+    # Adaptive anchor assignment (ATSS, Zhang et al. 2020) instead of RetinaNet's fixed IoU
+    # thresholds (not in the paper; off: MODEL.RETINANET.IOU_THRESHOLDS as before). Per object,
+    # the TOPK anchor locations of each level nearest to its centre (all their anchors) are
+    # candidates; those whose IoU reaches the mean + standard deviation of the candidates' IoUs
+    # and whose centre lies in the object's box (widened to the level's stride) are positive,
+    # all others negative. A 200 x 6 bar, whose best anchor has IoU 0.24, gets real positives.
+    _C.MODEL.RETINAMASK.ATSS = CN()
+    _C.MODEL.RETINAMASK.ATSS.ENABLED = False
+    _C.MODEL.RETINAMASK.ATSS.TOPK = 9
     # With MODEL.FPN.NORM set, give the FPN's lateral and output convs a bias before their norm,
     # as the official GN models have (detectron2's FPN drops it). Not redundant under GN: a
     # per-channel shift changes the statistics of its group.

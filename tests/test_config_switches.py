@@ -30,6 +30,10 @@ METADATA = (
     "test_predictor",
     "test_metadata_comes_from_the_models_config_without_reading_a_dataset",
 )
+ORIENTED = ("test_oriented_rois", "test_oriented_keys_reach_the_frames_and_the_frame_loss")
+ORIENTED_KEYS = ("MIN_ELONGATION", "LENGTH_PAD", "WIDTH_PAD", "MIN_WIDTH_RATIO")
+ORIENTED_KEYS += ("HEAD_CONV_DIM", "LOSS_WEIGHT")
+ATSS = ("test_atss_matcher", "test_switch_is_read_from_the_config_and_checked")
 SWITCH_TESTS = {
     "MASK_IN_FEATURES": (
         "test_configs",
@@ -85,6 +89,13 @@ SWITCH_TESTS = {
         "test_gn_fpn_bias_needs_the_switch_and_anchors_must_match_the_config",
     ),
     "TEST_CLASSES_BY_NAME": ("test_evaluation_inputs", "test_classes_mapped_by_name_when_asked"),
+    "MASK_ROI": (
+        "test_oriented_rois",
+        "test_saturated_model_pastes_each_detection_its_rotated_rectangle",
+    ),
+    **{f"ORIENTED.{key}": ORIENTED for key in ORIENTED_KEYS},
+    "ATSS.ENABLED": ATSS,
+    "ATSS.TOPK": ATSS,
     "CLASS_NAMES": METADATA,
     "DATASET_CATEGORY_IDS": METADATA,
 }

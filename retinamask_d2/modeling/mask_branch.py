@@ -13,6 +13,11 @@ from torch import Tensor, nn
 
 from .mask_dice import mask_dice_loss
 from .mask_rois import select_mask_training_rois
+from .oriented_head import OrientedFrameHead
+from .oriented_pooler import OrientedPooler
+from .oriented_rois import WarpedMasks, paste_frame_masks, paste_frame_masks_whole
+
+MASK_ROI_TYPES = ("box", "oriented")
 
 # detector_postprocess's default: a pixel belongs to the instance when its probability is >= it.
 MASK_THRESHOLD = 0.5
@@ -38,6 +43,8 @@ class RetinaMaskBranch(nn.Module):
         loss_weight: float = 1.0,
         dice_weight: float = 0.0,
         box_scale: float = 1.0,
+        frame_head: OrientedFrameHead | None = None,
+        oriented_pooler: OrientedPooler | None = None,
     ):
         """
         Args:
@@ -50,6 +57,10 @@ class RetinaMaskBranch(nn.Module):
             dice_weight: multiplies ``loss_mask_dice``; 0 leaves the Dice term out.
             box_scale: masks are pooled, learned and predicted over each box scaled by it about
                 its centre (``mask_boxes``); 1 is the box itself.
+            frame_head, oriented_pooler: given (``MASK_ROI: "oriented"``), masks are pooled,
+                learned and predicted in the frame (rotated rectangle) ``frame_head`` gives each
+                RoI from its ``mask_boxes`` features, with ``oriented_pooler``; ``pooler`` then
+                only feeds ``frame_head``.
         """
         super().__init__()
         self.in_features = list(in_features)
@@ -61,6 +72,10 @@ class RetinaMaskBranch(nn.Module):
         if box_scale < 1.0:
             raise ValueError(f"MODEL.RETINAMASK.MASK_BOX_SCALE must be >= 1, got {box_scale}")
         self.box_scale = box_scale
+        if (frame_head is None) != (oriented_pooler is None):
+            raise ValueError("oriented mask RoIs need both a frame_head and an oriented_pooler")
+        self.frame_head = frame_head
+        self.oriented_pooler = oriented_pooler
 
     @classmethod
     def from_config(cls, cfg: CfgNode, input_shape: dict[str, ShapeSpec]):
@@ -92,7 +107,15 @@ class RetinaMaskBranch(nn.Module):
             canonical_box_size=node.CANONICAL_BOX_SIZE,
             canonical_level=node.CANONICAL_LEVEL,
         )
+        if node.MASK_ROI not in MASK_ROI_TYPES:
+            raise ValueError(
+                f"MODEL.RETINAMASK.MASK_ROI must be one of {MASK_ROI_TYPES}, got {node.MASK_ROI!r}"
+            )
+        oriented = {}
+        if node.MASK_ROI == "oriented":
+            oriented = _oriented_parts(cfg, pooler, channels=next(iter(channels)))
         return {
+            **oriented,
             "in_features": in_features,
             "pooler": pooler,
             "mask_head": build_mask_head(
@@ -123,10 +146,22 @@ class RetinaMaskBranch(nn.Module):
         get_event_storage().put_scalar(
             "retinamask/num_mask_rois", sum(len(r) for r in rois) / max(len(rois), 1)
         )
-        pooled = _fast_layout(self.pooler(features, [r.proposal_boxes for r in rois]))
+        pooled = self.pooler(features, [r.proposal_boxes for r in rois])
+        frame_losses = {}
+        if self.frame_head is not None:
+            outputs = self.frame_head(pooled)
+            frame_losses = self.frame_head.losses(outputs, rois)
+            boxes = [r.proposal_boxes.tensor for r in rois]
+            frames = self.frame_head.frames(outputs, torch.cat(boxes)).split(
+                [len(b) for b in boxes]
+            )
+            pooled = self.oriented_pooler(features, list(frames))
+            # The targets are the GT masks seen in the same frames.
+            rois = [_with_warped_masks(r, f) for r, f in zip(rois, frames, strict=True)]
+        pooled = _fast_layout(pooled)
         if not self.dice_weight:
             loss = self.mask_head(pooled, rois)["loss_mask"]
-            return {"loss_mask": loss * self.loss_weight}
+            return {"loss_mask": loss * self.loss_weight, **frame_losses}
         # The head's own forward returns only its loss; the Dice term needs its logits, so the
         # head's two steps (layers, then detectron2's loss with its weight) are taken here.
         logits = self.mask_head.layers(pooled)
@@ -134,19 +169,27 @@ class RetinaMaskBranch(nn.Module):
         return {
             "loss_mask": loss * self.loss_weight,
             "loss_mask_dice": mask_dice_loss(logits, rois) * self.dice_weight,
+            **frame_losses,
         }
 
     def predict(self, features: list[Tensor], detections: list[Instances]) -> list[Instances]:
         """``detections`` with ``pred_masks`` (N, 1, M, M): mask probabilities in their mask
-        boxes (:meth:`mask_boxes`).
+        boxes (:meth:`mask_boxes`), or, with oriented RoIs, in their ``mask_frames`` (N, 5) (a
+        field then added; see ``oriented_rois.py``), which :meth:`paste` pastes them out of.
 
         Every given detection gets a mask; which ones to give is the meta-architecture's choice.
         Eager, the mask head's own inference (detectron2's ``mask_rcnn_inference``) gives them;
         while tracing, :meth:`traceable_mask_probabilities` does.
         """
-        pooled = _fast_layout(
-            self.pooler(features, [self.mask_boxes(d.pred_boxes) for d in detections])
-        )
+        boxes = [self.mask_boxes(d.pred_boxes) for d in detections]
+        if self.frame_head is not None:
+            frames = self.mask_frames(features, boxes)
+            pooled = self.oriented_pooler(features, frames)
+            for d, f in zip(detections, frames, strict=True):
+                d.mask_frames = f
+        else:
+            pooled = self.pooler(features, boxes)
+        pooled = _fast_layout(pooled)
         if not torch.jit.is_tracing():
             return self.mask_head(pooled, detections)
         probs = self.traceable_mask_probabilities(self.mask_head.layers(pooled), detections)
@@ -171,16 +214,25 @@ class RetinaMaskBranch(nn.Module):
             return [probs]
         return list(probs.split([len(d) for d in detections]))
 
-    def paste(self, mask_probs: Tensor, detections: Instances) -> Tensor:
+    def paste(
+        self, mask_probs: Tensor, detections: Instances, scale: tuple[float, float]
+    ) -> Tensor:
         """(N, H, W) bool masks of ``detections`` in their image (``detections.image_size``,
         the output size, with ``pred_boxes`` at that size): each (1, M, M) probability map of
-        ``mask_probs`` resampled into its mask box and thresholded at ``MASK_THRESHOLD``.
+        ``mask_probs`` resampled into its mask box — or out of its ``mask_frames``, in the
+        pixels of the image the model saw, ``scale`` (sx, sy) times smaller than the output —
+        and thresholded at ``MASK_THRESHOLD``.
 
-        Eager, detectron2's ``paste_masks_in_image`` (as ``detector_postprocess`` pastes); while
-        tracing, :meth:`traceable_paste`, which gives the same masks.
+        Eager, detectron2's ``paste_masks_in_image`` (as ``detector_postprocess`` pastes) or
+        ``paste_frame_masks``; while tracing, :meth:`traceable_paste` or
+        ``paste_frame_masks_whole``, which give the same masks.
         """
-        boxes = self.mask_boxes(detections.pred_boxes)
         height, width = detections.image_size
+        if detections.has("mask_frames"):
+            paste = paste_frame_masks_whole if torch.jit.is_tracing() else paste_frame_masks
+            frames = detections.mask_frames
+            return paste(mask_probs, frames, scale, height, width, MASK_THRESHOLD)
+        boxes = self.mask_boxes(detections.pred_boxes)
         if torch.jit.is_tracing():
             return self.traceable_paste(mask_probs, boxes.tensor, height, width)
         masks = paste_masks_in_image(mask_probs[:, 0], boxes, (height, width), MASK_THRESHOLD)
@@ -215,6 +267,15 @@ class RetinaMaskBranch(nn.Module):
         pasted = F.grid_sample(mask_probs, grid.to(mask_probs.dtype), align_corners=False)
         return pasted[:, 0] >= MASK_THRESHOLD
 
+    def mask_frames(self, features: list[Tensor], boxes: list[Boxes]) -> list[Tensor]:
+        """Per image, the (Ni, 5) frames that oriented masks are predicted in, for its
+        ``mask_boxes``: what ``frame_head`` reads from the features pooled over them."""
+        outputs = self.frame_head(self.pooler(features, boxes))
+        frames = self.frame_head.frames(outputs, torch.cat([b.tensor for b in boxes]))
+        if len(boxes) == 1:  # no split by a Python count, which a trace would keep as it is
+            return [frames]
+        return list(frames.split([len(b) for b in boxes]))
+
     def mask_boxes(self, boxes: Boxes) -> Boxes:
         """The boxes masks are predicted over: ``boxes`` scaled by ``box_scale`` about their
         centres (``boxes`` themselves when it is 1)."""
@@ -229,6 +290,44 @@ def _with_proposal_boxes(rois: Instances, boxes: Boxes) -> Instances:
     copy = Instances(rois.image_size, **rois.get_fields())
     copy.proposal_boxes = boxes
     return copy
+
+
+def _with_warped_masks(rois: Instances, frames: Tensor) -> Instances:
+    """A copy of ``rois`` whose ``gt_masks`` give their targets in ``frames``."""
+    copy = Instances(rois.image_size, **rois.get_fields())
+    if rois.has("gt_masks"):
+        copy.gt_masks = WarpedMasks(rois.gt_masks, frames)
+    return copy
+
+
+def _oriented_parts(cfg: CfgNode, pooler: ROIPooler, channels: int) -> dict:
+    """The frame head and the frame pooler of ``MASK_ROI: "oriented"``, pooling as ``pooler``."""
+    node = cfg.MODEL.RETINAMASK.ORIENTED
+    head_cfg = cfg.MODEL.ROI_MASK_HEAD
+    if node.MIN_ELONGATION < 1.0 or node.LENGTH_PAD < 1.0 or node.WIDTH_PAD < 1.0:
+        raise ValueError(
+            "MODEL.RETINAMASK.ORIENTED.MIN_ELONGATION, LENGTH_PAD and WIDTH_PAD must be >= 1, got "
+            f"{node.MIN_ELONGATION}, {node.LENGTH_PAD}, {node.WIDTH_PAD}"
+        )
+    return {
+        "frame_head": OrientedFrameHead(
+            in_channels=channels,
+            input_size=head_cfg.POOLER_RESOLUTION,
+            conv_dim=node.HEAD_CONV_DIM,
+            min_elongation=node.MIN_ELONGATION,
+            length_pad=node.LENGTH_PAD,
+            width_pad=node.WIDTH_PAD,
+            min_width_ratio=node.MIN_WIDTH_RATIO,
+            loss_weight=node.LOSS_WEIGHT,
+        ),
+        "oriented_pooler": OrientedPooler(
+            output_size=head_cfg.POOLER_RESOLUTION,
+            scales=[1.0 / 2**k for k in range(pooler.min_level, pooler.max_level + 1)],
+            sampling_ratio=head_cfg.POOLER_SAMPLING_RATIO,
+            canonical_box_size=pooler.canonical_box_size,
+            canonical_level=pooler.canonical_level,
+        ),
+    }
 
 
 def _with_one_class_count(cfg: CfgNode) -> CfgNode:

@@ -13,6 +13,7 @@ from detectron2.structures import Boxes, ImageList, Instances, pairwise_iou
 from detectron2.utils.events import get_event_storage
 from torch import Tensor, nn
 
+from .atss_matcher import atss_label_anchors
 from .mask_branch import RetinaMaskBranch
 from .mask_nms import mask_nms
 from .retinanet_head import retinanet_arguments
@@ -51,6 +52,7 @@ class RetinaMask(RetinaNet):
         mask_nms_pre_topk: int = 100,
         unmasked_nms_thresh: float = 0.5,
         class_agnostic_nms: bool = False,
+        atss_topk: int = 0,
         **kwargs,
     ):
         """
@@ -74,6 +76,8 @@ class RetinaMask(RetinaNet):
                 ``mask_nms_pre_topk`` detections get masks (instead of ``test_topk_masks``) and
                 the others are suppressed by box IoU above ``unmasked_nms_thresh``.
             class_agnostic_nms: test-time NMS (box and mask) across classes.
+            atss_topk: above 0, anchors are labelled by ATSS (``atss_matcher.py``) with this
+                many candidate locations per level, instead of by ``anchor_matcher``.
             kwargs: arguments of detectron2's :class:`RetinaNet`.
         """
         super().__init__(**kwargs)
@@ -96,6 +100,7 @@ class RetinaMask(RetinaNet):
         self.mask_nms_pre_topk = mask_nms_pre_topk
         self.unmasked_nms_thresh = unmasked_nms_thresh
         self.class_agnostic_nms = class_agnostic_nms
+        self.atss_topk = atss_topk
 
     @classmethod
     def from_config(cls, cfg: CfgNode):
@@ -120,6 +125,10 @@ class RetinaMask(RetinaNet):
             ret["mask_nms_thresh"] = node.MASK_NMS.THRESH
             ret["mask_nms_pre_topk"] = node.MASK_NMS.PRE_TOPK
         ret["class_agnostic_nms"] = node.CLASS_AGNOSTIC_NMS
+        if node.ATSS.ENABLED:
+            if node.ATSS.TOPK < 1:
+                raise ValueError(f"MODEL.RETINAMASK.ATSS.TOPK must be >= 1, got {node.ATSS.TOPK}")
+            ret["atss_topk"] = node.ATSS.TOPK
         loss_type = cfg.MODEL.RETINANET.BBOX_REG_LOSS_TYPE
         if loss_type != SMOOTH_L1 and node.BOX_REG_LOSS_WEIGHT != 1.0:
             raise ValueError(
@@ -266,12 +275,15 @@ class RetinaMask(RetinaNet):
         output size: ``detector_postprocess``'s boxes, the masks pasted by the mask branch,
         then, with mask NMS, without their mask-IoU duplicates."""
         fields = {k: v for k, v in masked.get_fields().items() if k != "pred_masks"}
+        scale = (width / masked.image_size[1], height / masked.image_size[0])
         # Under another name the M x M masks follow the box filtering without being pasted.
         output = detector_postprocess(
             Instances(masked.image_size, **fields, mask_probs=masked.pred_masks), height, width
         )
-        output.pred_masks = self.mask_branch.paste(output.mask_probs, output)
+        output.pred_masks = self.mask_branch.paste(output.mask_probs, output, scale)
         output.remove("mask_probs")
+        if output.has("mask_frames"):  # in the model's input pixels; not an output
+            output.remove("mask_frames")
         return self._suppress_by_mask(output)
 
     def unmasked_results(
@@ -385,6 +397,20 @@ class RetinaMask(RetinaNet):
             )
             detections.append(dets[keep[: self.mask_train_topk]])
         return detections
+
+    @torch.no_grad()
+    def label_anchors(self, anchors: list[Boxes], gt_instances: list[Instances]):
+        """RetinaNet's, or, with ``atss_topk``, ATSS's labels and matched boxes."""
+        if self.atss_topk == 0:
+            return super().label_anchors(anchors, gt_instances)
+        per_location = self.anchor_generator.num_anchors
+        return atss_label_anchors(
+            anchors,
+            gt_instances,
+            [self.atss_topk * a for a in per_location],
+            list(self.anchor_generator.strides),
+            self.num_classes,
+        )
 
     def losses(self, anchors, pred_logits, gt_labels, pred_anchor_deltas, gt_boxes):
         """RetinaNet's losses; ``loss_box_reg`` computed by ``box_reg_loss`` when set, and
