@@ -18,6 +18,8 @@ from typing import Any
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 
+from .imagenet import backbone_source, describe_backbone_load
+
 logger = logging.getLogger(__name__)
 
 # detectron2's own formats of model-zoo files, loaded by detectron2 as they always were.
@@ -60,7 +62,10 @@ class CheckedCheckpointer(DetectionCheckpointer):
                 self._parsed_url_during_load = None
 
     def _load_model(self, checkpoint: Any):
+        source, loaded = backbone_source(checkpoint), len(checkpoint["model"])
         incompatible = super()._load_model(checkpoint)
+        if source is not None:
+            logger.info(describe_backbone_load(source, loaded, incompatible.missing_keys))
         if self.refuse_mismatched_shapes and incompatible.incorrect_shapes:
             shown = ", ".join(
                 f"{key} {tuple(saved)} in the file, {tuple(wanted)} in the model"
