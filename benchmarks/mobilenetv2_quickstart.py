@@ -11,8 +11,10 @@ slows both alike; MobileNetV2 gets the iterations that take the ResNet-18 quicks
 iterations' time (learning-rate steps scaled alike). ``train`` runs ``train_net.py`` on each
 config and seed into ``output/mobilenetv2_quickstart/<model>_seed<seed>`` (a finished run is not
 trained again) and records the final box and mask AP, per class too, in
-``benchmarks/results/mobilenetv2_quickstart.json``; ``table`` prints the markdown of
-docs/backbones.md from it. Kept apart from the shared report module on purpose: one small table.
+``benchmarks/results/mobilenetv2_quickstart.json``; ``table`` writes the generated block of
+docs/backbones.md from it (and from mobilenetv2_inference.py's results). Without ResNet-18 runs
+of its own, the table shows the shipped quickstart's recorded ones (quickstart_variants.json).
+Kept apart from the shared report module on purpose: one small table.
 """
 
 from __future__ import annotations
@@ -39,6 +41,10 @@ LABELS = {
     "mnv2_imagenet": "MobileNetV2, ImageNet (retinamask_MNV2_synthetic)",
 }
 RESULTS = RESULTS_DIR / "mobilenetv2_quickstart.json"
+VARIANTS = RESULTS_DIR / "quickstart_variants.json"
+INFERENCE = RESULTS_DIR / "mobilenetv2_inference_cpu.json"
+DOCS = ROOT / "docs" / "backbones.md"
+BLOCK = "mobilenetv2"
 CLASSES = ("bar", "disk", "square", "triangle")
 
 
@@ -98,6 +104,7 @@ def budget(args: argparse.Namespace) -> dict:
     ratio = s_per_iter["r18_scratch"] / s_per_iter["mnv2_imagenet"]
     return {
         "s_per_iter": s_per_iter,
+        "first_step": args.warmup,
         "steps_timed": args.steps - args.warmup,
         "threads": args.threads,
         "r18_iterations": 1200,
@@ -177,14 +184,30 @@ def train(args: argparse.Namespace) -> None:
     print(table(result))
 
 
+def r18_runs(result: dict) -> list[dict]:
+    """The ResNet-18 runs: this benchmark's own, else the shipped quickstart's recorded ones
+    (``quickstart_variants.json``, variant ``p2_dice``: the same config, 1200 iterations)."""
+    own = [r for r in result.get("runs", []) if r["model"] == "r18_scratch"]
+    if own or not VARIANTS.is_file():
+        return own
+    recorded = json.loads(VARIANTS.read_text())["runs"]
+    return [
+        {"model": "r18_scratch", "seed": r["seed"], "iterations": 1200, "ap": r["ap"],
+         "recorded_in": VARIANTS.name}
+        for r in recorded if r["variant"] == "p2_dice"
+    ]  # fmt: skip
+
+
 def table(result: dict) -> str:
-    """Markdown: one row per model and seed, AP and mask AP per class, plus the budget."""
+    """Markdown: one row per model and seed, AP and AP per class, the budget and the verdict."""
+    runs = r18_runs(result) + [r for r in result.get("runs", []) if r["model"] != "r18_scratch"]
     header = ["backbone", "seed", "iterations", "box AP", "mask AP"]
     header += [f"mask AP {c}" for c in CLASSES] + [f"box AP {c}" for c in CLASSES]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for run in result.get("runs", []):
+    for run in runs:
         ap = run["ap"]
-        cells = [LABELS[run["model"]], str(run["seed"]), str(run["iterations"])]
+        label = LABELS[run["model"]] + (f" [{run['recorded_in']}]" if "recorded_in" in run else "")
+        cells = [label, str(run["seed"]), str(run["iterations"])]
         cells += [_f(ap.get("bbox/AP")), _f(ap.get("segm/AP"))]
         cells += [_f(ap.get(f"segm/AP-{c}")) for c in CLASSES]
         cells += [_f(ap.get(f"bbox/AP-{c}")) for c in CLASSES]
@@ -195,10 +218,56 @@ def table(result: dict) -> str:
         lines.append(
             f"\nEqual time: {s['r18_scratch']:.3f} s/iter (ResNet-18) and "
             f"{s['mnv2_imagenet']:.3f} s/iter (MobileNetV2) measured in turn in one process "
-            f"({b['threads']} thread, {b['steps_timed']} steps each), so MobileNetV2 trains "
+            f"({b['threads']} thread, steps {b.get('first_step', 0)}–"
+            f"{b.get('first_step', 0) + b['steps_timed']} of each), so MobileNetV2 trains "
             f"{b['mnv2_iterations']} iterations in the time of ResNet-18's {b['r18_iterations']}."
         )
+    verdict = _verdict(runs)
+    if verdict:
+        lines.append("\n" + verdict)
     return "\n".join(lines)
+
+
+def _verdict(runs: list[dict]) -> str:
+    """Whether MobileNetV2's worst seed beats ResNet-18's best seed, mask AP per class."""
+    by_model = {m: [r["ap"] for r in runs if r["model"] == m] for m in CONFIGS}
+    if not all(by_model.values()):
+        return ""
+    losing = [
+        c for c in CLASSES
+        if min(a[f"segm/AP-{c}"] for a in by_model["mnv2_imagenet"])
+        <= max(a[f"segm/AP-{c}"] for a in by_model["r18_scratch"])
+    ]  # fmt: skip
+    if not losing:
+        return "MobileNetV2's worst seed beats ResNet-18's best seed in mask AP on every class."
+    return "MobileNetV2 (worst seed) does not beat ResNet-18 (best seed) in mask AP on: " + (
+        ", ".join(losing)
+    )
+
+
+def write_docs(markdown: str) -> None:
+    """Replace the generated block of docs/backbones.md with ``markdown``."""
+    text = DOCS.read_text(encoding="utf-8")
+    start, end = f"<!-- generated:{BLOCK} -->", f"<!-- /generated:{BLOCK} -->"
+    if start not in text or end not in text:
+        raise SystemExit(f"{DOCS}: no {start} ... {end} block to fill")
+    head, rest = text.split(start, 1)
+    tail = rest.split(end, 1)[1]
+    DOCS.write_text(f"{head}{start}\n{markdown}\n{end}{tail}", encoding="utf-8")
+
+
+def inference_line() -> str:
+    """The COCO-scale CPU inference comparison of mobilenetv2_inference.py, if measured."""
+    if not INFERENCE.is_file():
+        return ""
+    r = json.loads(INFERENCE.read_text())
+    ms = r["median_ms"]
+    return (
+        f"CPU inference at 800x1333 ({r['threads']} thread, median of {r['repeats']}, random "
+        f"weights, 100 detections and 50 masks each; load average {r['load_average_at_end'][0]}"
+        f"): RetinaMask MobileNetV2-FPN {ms['retinamask_MNV2_FPN']:.0f} ms, R-50-FPN "
+        f"{ms['retinamask_R50_FPN']:.0f} ms: {r['ratio_mnv2_to_r50']:.2f}x."
+    )
 
 
 def _f(value: float | None) -> str:
@@ -217,7 +286,10 @@ def main() -> None:
     parser.add_argument("--work-dir", type=Path, default=ROOT / "output" / "mobilenetv2_quickstart")
     args = parser.parse_args()
     if args.command == "table":
-        print(table(json.loads(RESULTS.read_text())))
+        markdown = table(json.loads(RESULTS.read_text()))
+        markdown += "\n\n" + inference_line() if inference_line() else ""
+        write_docs(markdown)
+        print(markdown)
         return
     if not (args.data_dir / "val.json").is_file():
         from retinamask_d2.data.synthetic import generate
