@@ -261,13 +261,28 @@ def inference_line() -> str:
     if not INFERENCE.is_file():
         return ""
     r = json.loads(INFERENCE.read_text())
-    ms = r["median_ms"]
-    return (
-        f"CPU inference at 800x1333 ({r['threads']} thread, median of {r['repeats']}, random "
-        f"weights, 100 detections and 50 masks each; load average {r['load_average_at_end'][0]}"
-        f"): RetinaMask MobileNetV2-FPN {ms['retinamask_MNV2_FPN']:.0f} ms, R-50-FPN "
-        f"{ms['retinamask_R50_FPN']:.0f} ms: {r['ratio_mnv2_to_r50']:.2f}x."
-    )
+    ms, bottom_up = r["median_ms"], r["bottom_up_median_ms"]
+    rows = [
+        ("RetinaMask R-50-FPN", "retinamask_R50_FPN"),
+        ("RetinaMask MobileNetV2-FPN", "retinamask_MNV2_FPN"),
+        ("MobileNetV2-FPN, FPN and heads at 128 channels (not shipped)", "retinamask_MNV2_FPN_128"),
+    ]
+    r50 = ms["retinamask_R50_FPN"]
+    lines = [
+        f"CPU inference at 800x1333 ({r['threads']} thread, median of {r['repeats']} in turn, "
+        f"random weights, 100 detections and 50 masks each; load average "
+        f"{r['load_average_at_start'][0]} at the start, {r['load_average_at_end'][0]} at the end, "
+        "on 2 cores shared with other jobs):",
+        "",
+        "| model | ms / image | of R-50-FPN | bottom-up network alone, ms |",
+        "|---|---|---|---|",
+    ]
+    lines += [
+        f"| {label} | {ms[key]:.0f} | {ms[key] / r50:.2f}x | {bottom_up[key]:.0f} |"
+        for label, key in rows
+        if key in ms
+    ]
+    return "\n".join(lines)
 
 
 def _f(value: float | None) -> str:

@@ -37,6 +37,12 @@ IMAGE_SIZE, SEED = 128, 0
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--output", type=Path, default=ROOT / "output" / "quickstart")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=CONFIG,
+        help="e.g. configs/quickstart/retinamask_MNV2_synthetic.yaml: fine-tuned from ImageNet",
+    )
     parser.add_argument("--train-images", type=int, default=600, help="synthetic training images")
     parser.add_argument("--val-images", type=int, default=60, help="synthetic validation images")
     parser.add_argument("--demo-images", type=int, default=8, help="validation images to draw")
@@ -83,7 +89,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     made_data = time.monotonic()
 
     run(
-        [sys.executable, str(ROOT / "train_net.py"), "--resume", "--config-file", str(CONFIG)]
+        [sys.executable, str(ROOT / "train_net.py"), "--resume", "--config-file", str(args.config)]
         + ["OUTPUT_DIR", str(output), *args.opts]
     )
     trained = time.monotonic()

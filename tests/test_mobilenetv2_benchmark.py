@@ -1,16 +1,19 @@
 """The MobileNetV2 quickstart comparison: the shipped config trains the measured equal-time
-iterations, the verdict compares seeds per class, the docs block is replaced between markers."""
+iterations, the verdict compares seeds per class, the docs block is replaced between markers,
+and scripts/quickstart.py trains the config it is given."""
 
 import json
 import sys
 from pathlib import Path
 
+import pytest
 from detectron2.config import get_cfg
 
 from retinamask_d2 import add_retinamask_config
-from tests.common import CONFIGS_DIR
+from tests.common import CONFIGS_DIR, load_script
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+ROOT = Path(__file__).resolve().parents[1]
+BENCHMARKS = ROOT / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 
 import mobilenetv2_quickstart as bench  # noqa: E402  (a script folder, not a package)
@@ -53,3 +56,24 @@ def test_docs_block_is_replaced_between_its_markers(tmp_path, monkeypatch):
     assert docs.read_text() == (
         "a\n<!-- generated:mobilenetv2 -->\n| new |\n<!-- /generated:mobilenetv2 -->\nb\n"
     )
+
+
+def test_quickstart_script_trains_the_config_it_is_given(tmp_path, monkeypatch):
+    quickstart = load_script(ROOT / "scripts" / "quickstart.py", "quickstart_script")
+    commands = []
+
+    def stop_after_training(command):
+        commands.append(command)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(quickstart, "make_data", lambda args: tmp_path)
+    monkeypatch.setattr(quickstart, "run", stop_after_training)
+    config = CONFIGS_DIR / "quickstart" / "retinamask_MNV2_synthetic.yaml"
+    with pytest.raises(SystemExit):
+        quickstart.main(["--output", str(tmp_path), "--config", str(config)])
+    (command,) = commands
+    assert command[command.index("--config-file") + 1] == str(config)
+    with pytest.raises(SystemExit):
+        quickstart.main(["--output", str(tmp_path)])
+    assert commands[1][commands[1].index("--config-file") + 1] == str(quickstart.CONFIG)
+    assert quickstart.CONFIG.name == "retinamask_R18_synthetic.yaml"
