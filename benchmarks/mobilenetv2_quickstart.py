@@ -154,7 +154,7 @@ def collect(out: Path) -> dict | None:
     wall = out / "wall_seconds.txt"
     return {
         "ap": {k: v for k, v in evaluated[-1].items() if k.startswith(("bbox/AP", "segm/AP"))},
-        "iterations": max(r["iteration"] for r in records) + 1,
+        "iterations": max(r["iteration"] for r in records if "time" in r) + 1,
         "s_per_iter": median(steps) if steps else None,
         "wall_seconds": float(wall.read_text()) if wall.is_file() else None,
     }
@@ -218,14 +218,18 @@ def table(result: dict) -> str:
         lines.append(
             f"\nEqual time: {s['r18_scratch']:.3f} s/iter (ResNet-18) and "
             f"{s['mnv2_imagenet']:.3f} s/iter (MobileNetV2) measured in turn in one process "
-            f"({b['threads']} thread, steps {b.get('first_step', 0)}–"
-            f"{b.get('first_step', 0) + b['steps_timed']} of each), so MobileNetV2 trains "
+            f"({b['threads']} thread, median of {b['steps_timed']} steps each"
+            f"{_after(b)}, load average {b['load_average_at_end'][0]}), so MobileNetV2 trains "
             f"{b['mnv2_iterations']} iterations in the time of ResNet-18's {b['r18_iterations']}."
         )
     verdict = _verdict(runs)
     if verdict:
         lines.append("\n" + verdict)
     return "\n".join(lines)
+
+
+def _after(budget: dict) -> str:
+    return f" after {budget['first_step']} untimed ones" if "first_step" in budget else ""
 
 
 def _verdict(runs: list[dict]) -> str:
