@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -27,7 +25,7 @@ from retinamask_d2.checkpoint import (
 )
 from retinamask_d2.checkpoint.checked import CheckedCheckpointer
 from retinamask_d2.modeling.backbone_mobilenetv2 import MobileNetV2
-from tests.common import CONFIGS_DIR
+from tests.common import CONFIGS_DIR, load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = ["m2", "m3", "m4", "m5"]
@@ -155,23 +153,23 @@ def test_mismatched_file_is_refused_with_what_differs():
     assert "features.0.0.weight: shape (16, 3, 3, 3) in the file, (32, 3, 3, 3)" in message
 
 
-def test_script_records_source_and_refuses_a_mismatch(tmp_path):
+def test_script_records_source_and_refuses_a_mismatch(tmp_path, capsys):
     good, bad = tmp_path / "tv.pth", tmp_path / "half.pth"
     torch.save(mobilenet_v2(weights=None).state_dict(), good)
     torch.save(mobilenet_v2(weights=None, width_mult=0.5).state_dict(), bad)
-    script = ROOT / "scripts" / "convert_imagenet_mobilenetv2.py"
+    script = load_script(ROOT / "scripts" / "convert_imagenet_mobilenetv2.py", "convert_mnv2")
     out = tmp_path / "out" / "d2.pth"
-    command = [sys.executable, str(script), str(out), "--source", str(good)]
-    done = subprocess.run(command, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
+    assert script.main([str(out), "--source", str(good)]) == 0
     checkpoint = torch.load(out, weights_only=True)
     assert checkpoint["source"]["sha256"] == hashlib.sha256(good.read_bytes()).hexdigest()
     assert checkpoint["source"]["file"] == "tv.pth" and len(checkpoint["model"]) == 260
+    assert script.main([str(out), "--source", str(good)]) == 1  # nothing silently overwritten
+    assert "exists; pass --overwrite" in capsys.readouterr().err
 
     refused = tmp_path / "refused.pth"
-    command = [sys.executable, str(script), str(refused), "--source", str(bad)]
-    done = subprocess.run(command, capture_output=True, text=True)
-    assert done.returncode == 1 and "half.pth" in done.stderr and "shape" in done.stderr
+    assert script.main([str(refused), "--source", str(bad)]) == 1
+    error = capsys.readouterr().err
+    assert "half.pth" in error and "in the file, (32, 3, 3, 3) expected" in error
     assert not refused.exists()
 
 
