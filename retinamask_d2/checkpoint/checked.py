@@ -19,6 +19,7 @@ from detectron2.checkpoint import DetectionCheckpointer
 
 from .compatibility import LoadReport, judge_fit
 from .errors import CheckpointError, CheckpointMismatchError
+from .imagenet import backbone_source, describe_backbone_load
 
 logger = logging.getLogger(__name__)
 
@@ -66,11 +67,18 @@ class CheckedCheckpointer(DetectionCheckpointer):
                 self._parsed_url_during_load = None
 
     def _load_model(self, checkpoint: Any):
+        source, loaded = backbone_source(checkpoint), len(checkpoint["model"])
         incompatible = super()._load_model(checkpoint)
         if self.fit is not None:
             report = LoadReport.from_incompatible(incompatible, self.model.state_dict())
             training = self.fit == "training" and not self._resuming
             self._fresh_start = judge_fit(report, self._loading, starting_training=training)
+            if self._fresh_start and source is not None:  # say which ImageNet file it was
+                self._fresh_start = describe_backbone_load(
+                    source, loaded, incompatible.missing_keys
+                )
+        elif source is not None:
+            logger.info(describe_backbone_load(source, loaded, incompatible.missing_keys))
         return incompatible
 
     def _log_incompatible_keys(self, incompatible) -> None:

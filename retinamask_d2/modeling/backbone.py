@@ -17,7 +17,12 @@ def build_retinamask_resnet_fpn_backbone(cfg, input_shape: ShapeSpec) -> Backbon
     (lateral/output convs, ``MODEL.FPN.NORM`` for GN, fuse type) is detectron2's FPN; with a
     norm, ``MODEL.RETINAMASK.FPN_NORM_CONV_BIAS`` adds the official convs' bias.
     """
-    bottom_up = build_resnet_backbone(cfg, input_shape)
+    return build_p6p7_fpn(cfg, build_resnet_backbone(cfg, input_shape))
+
+
+def build_p6p7_fpn(cfg, bottom_up: Backbone) -> FPN:
+    """detectron2's FPN of ``MODEL.FPN.*`` on ``bottom_up`` with P6/P7 computed from P5, the FPN
+    of every RetinaMask backbone."""
     out_channels = cfg.MODEL.FPN.OUT_CHANNELS
     fpn = FPN(
         bottom_up=bottom_up,
