@@ -3,20 +3,16 @@ iterations, the verdict compares seeds per class, the docs block is replaced bet
 and scripts/quickstart.py trains the config it is given."""
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 from detectron2.config import get_cfg
 
+from benchmarks.accuracy import mobilenetv2_quickstart as bench
 from retinamask_d2 import add_retinamask_config
 from tests.common import CONFIGS_DIR, load_script
 
 ROOT = Path(__file__).resolve().parents[1]
-BENCHMARKS = ROOT / "benchmarks"
-sys.path.insert(0, str(BENCHMARKS))
-
-import mobilenetv2_quickstart as bench  # noqa: E402  (a script folder, not a package)
 
 CLASSES = ("bar", "disk", "square", "triangle")
 

@@ -1,16 +1,9 @@
 """The object-comparison benchmark's measures: retrieval metrics by hand, mask errors, scenes."""
 
-import sys
-
 import numpy as np
 import pytest
 
-from tests.common import REPO_ROOT
-
-sys.path.insert(0, str(REPO_ROOT / "benchmarks" / "objects"))
-
-import compare_crops  # noqa: E402  (a script folder, not a package)
-import identity_scenes  # noqa: E402
+from benchmarks.objects import compare_crops, identity_scenes
 
 
 def test_retrieval_metrics_match_a_hand_computed_ranking():

@@ -7,7 +7,7 @@ Written for the two switches of issue #22 (``MODEL.RETINAMASK.MASK_ROI`` "orient
 bar's angle is that of the rectangle fitted to its polygon, binned by its distance from the
 nearest image axis.
 
-    python benchmarks/thin_axis_recall.py --json val.json --images val/ \\
+    python -m benchmarks.thin.axis_recall --json val.json --images val/ \\
         --run box=output/box --run oriented=output/oriented --thin-class bar
 """
 
@@ -23,9 +23,9 @@ import numpy as np
 import pycocotools.mask as mask_util
 import torch
 from detectron2.evaluation.coco_evaluation import instances_to_coco_json
-from harness import RESULTS_DIR, write_json
-from thin_metrics import coco_ap
 
+from benchmarks.harness import RESULTS_DIR, write_json
+from benchmarks.thin.metrics import coco_ap
 from retinamask_d2.modeling.oriented_rois import fit_frames, fit_polygon_rectangle
 from retinamask_d2.predictor import RetinaMaskPredictor, load_config
 

@@ -1,6 +1,6 @@
 """CPU inference of RetinaMask MobileNetV2-FPN against RetinaMask R-50-FPN at COCO scale (800x1333).
 
-    python benchmarks/mobilenetv2_inference.py --threads 1 --repeats 5
+    python -m benchmarks.timing.mobilenetv2_inference --threads 1 --repeats 5
 
 Both COCO configs (configs/retinamask_MNV2_FPN.yaml, configs/retinamask_R50_FPN.yaml) with random
 weights, in one process, taking turns image by image so that load from elsewhere slows both
@@ -23,9 +23,10 @@ from pathlib import Path
 from statistics import median
 
 import torch
-from harness import RESULTS_DIR, environment, load_average, write_json
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchmarks.harness import RESULTS_DIR, environment, load_average, write_json
+
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 CONFIGS = {
     "retinamask_MNV2_FPN": ROOT / "configs" / "retinamask_MNV2_FPN.yaml",

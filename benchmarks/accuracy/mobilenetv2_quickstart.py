@@ -1,9 +1,9 @@
 """The quickstart fine-tuned from ImageNet MobileNetV2 against the from-scratch ResNet-18 one, in
 the same time budget: AP per class, 2 seeds each.
 
-    python benchmarks/mobilenetv2_quickstart.py budget              # s/iter of both, interleaved
-    python benchmarks/mobilenetv2_quickstart.py train --seeds 0 1   # trains what is missing
-    python benchmarks/mobilenetv2_quickstart.py table               # markdown from the JSON
+    python -m benchmarks.accuracy.mobilenetv2_quickstart budget      # s/iter of both, in turn
+    python -m benchmarks.accuracy.mobilenetv2_quickstart train --seeds 0 1   # what is missing
+    python -m benchmarks.accuracy.mobilenetv2_quickstart table       # markdown from the JSON
 
 ``budget`` trains both quickstart models in one process, step by step in turn on the same
 batches (real learning rate, MobileNetV2 from its ImageNet weights), so that load from elsewhere
@@ -12,8 +12,9 @@ iterations' time (learning-rate steps scaled alike). ``train`` runs ``train_net.
 config and seed into ``output/mobilenetv2_quickstart/<model>_seed<seed>`` (a finished run is not
 trained again) and records the final box and mask AP, per class too, in
 ``benchmarks/results/mobilenetv2_quickstart.json``; ``table`` writes the generated block of
-docs/backbones.md from it (and from mobilenetv2_inference.py's results). Without ResNet-18 runs
-of its own, the table shows the shipped quickstart's recorded ones (quickstart_variants.json).
+docs/backbones.md from it (and from ``benchmarks.timing.mobilenetv2_inference``'s results).
+Without ResNet-18 runs of its own, the table shows the shipped quickstart's recorded ones
+(quickstart_variants.json).
 Kept apart from the shared report module on purpose: one small table.
 """
 
@@ -28,9 +29,9 @@ import time
 from pathlib import Path
 from statistics import median
 
-from harness import RESULTS_DIR, environment, load_average, write_json
+from benchmarks.harness import RESULTS_DIR, environment, load_average, write_json
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 CONFIGS = {
     "r18_scratch": ROOT / "configs" / "quickstart" / "retinamask_R18_synthetic.yaml",
