@@ -61,6 +61,11 @@ def add_retinamask_config(cfg: CN) -> None:
     # that a thin tilted object fills the mask grid instead of crossing it as a thin diagonal.
     # Near-square objects keep their box. Not measured yet against "box": "box" stays default.
     _C.MODEL.RETINAMASK.MASK_ROI = "box"
+    # At test time, also return each masked detection's appearance embedding ``pred_embeddings``
+    # (N, C): the mask branch's pooled RoI features averaged under its predicted mask
+    # ("maskpool", unit length; zeros for detections without a mask). It reuses the features the
+    # masks were predicted from, so it costs one weighted sum. Eager inference only.
+    _C.MODEL.RETINAMASK.TEST_EMBEDDINGS = False
     _C.MODEL.RETINAMASK.ORIENTED = CN()
     # An object whose rectangle is shorter than MIN_ELONGATION times its width keeps its box.
     _C.MODEL.RETINAMASK.ORIENTED.MIN_ELONGATION = 2.0

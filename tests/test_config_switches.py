@@ -96,6 +96,10 @@ SWITCH_TESTS = {
     **{f"ORIENTED.{key}": ORIENTED for key in ORIENTED_KEYS},
     "ATSS.ENABLED": ATSS,
     "ATSS.TOPK": ATSS,
+    "TEST_EMBEDDINGS": (
+        "test_mask_embeddings",
+        "test_test_embeddings_returns_maskpool_of_each_masked_detection_and_zeros_for_the_rest",
+    ),
     "CLASS_NAMES": METADATA,
     "DATASET_CATEGORY_IDS": METADATA,
 }

@@ -3,6 +3,8 @@
 import torch
 
 from retinamask_d2.modeling.mask_embeddings import maskpool_embeddings
+from tests.common import build_tiny_model
+from tests.export_common import CLASS_BIAS, detecting_cfg, random_image
 
 
 def test_maskpool_is_the_mask_weighted_mean_of_the_roi_features():
@@ -32,3 +34,46 @@ def test_maskpool_ignores_the_features_outside_the_mask_and_an_empty_mask_averag
     )
     plain = torch.nn.functional.normalize(pooled[1].mean(dim=(1, 2)), dim=0)
     assert torch.allclose(maskpool_embeddings(pooled, probs)[1], plain, atol=1e-6)
+
+
+def test_test_embeddings_returns_maskpool_of_each_masked_detection_and_zeros_for_the_rest():
+    cfg = detecting_cfg()  # a tiny model with scores spread around the threshold
+    cfg.MODEL.RETINAMASK.TEST_EMBEDDINGS = True
+    cfg.MODEL.RETINAMASK.TEST_TOPK_MASKS = 3
+    torch.manual_seed(0)
+    model = build_tiny_model(cfg).eval()
+    with torch.no_grad():
+        model.head.cls_score.weight.mul_(10.0)
+        model.head.cls_score.bias.fill_(CLASS_BIAS)
+    image = random_image((96, 128), 0).permute(2, 0, 1).float()
+    with torch.no_grad():
+        instances = model([{"image": image}])[0]["instances"]
+        # By hand: the mask branch's pooled features of the 3 masked detections, under their
+        # M x M mask probabilities.
+        images = model.preprocess_image([{"image": image}])
+        features = model.backbone(images.tensor)
+        mask_features = [features[f] for f in model.mask_branch.in_features]
+        detections = model.forward_inference(
+            images,
+            [features[f] for f in model.head_in_features],
+            model.head([features[f] for f in model.head_in_features]),
+        )[0]
+        detections = model.clip_to_image(detections)[:3]
+        pooled = model.mask_branch.pooler(mask_features, [detections.pred_boxes])
+        probs = model.mask_branch.predict(mask_features, [detections])[0].pred_masks
+
+    assert len(instances) > 3 and instances.pred_embeddings.shape == (
+        len(instances),
+        pooled.shape[1],
+    )
+    expected = maskpool_embeddings(pooled, probs)
+    assert torch.allclose(instances.pred_embeddings[:3], expected, atol=1e-5)
+    assert not instances.pred_embeddings[3:].any()
+
+    cfg.MODEL.RETINAMASK.TEST_EMBEDDINGS = False
+    plain = build_tiny_model(cfg).eval()
+    plain.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        without = plain([{"image": image}])[0]["instances"]
+    assert not without.has("pred_embeddings")
+    assert torch.equal(without.pred_boxes.tensor, instances.pred_boxes.tensor)

@@ -12,6 +12,7 @@ from detectron2.utils.events import get_event_storage
 from torch import Tensor, nn
 
 from .mask_dice import mask_dice_loss
+from .mask_embeddings import maskpool_embeddings
 from .mask_rois import select_mask_training_rois
 from .oriented_head import OrientedFrameHead
 from .oriented_pooler import OrientedPooler
@@ -45,6 +46,7 @@ class RetinaMaskBranch(nn.Module):
         box_scale: float = 1.0,
         frame_head: OrientedFrameHead | None = None,
         oriented_pooler: OrientedPooler | None = None,
+        embed: bool = False,
     ):
         """
         Args:
@@ -61,6 +63,8 @@ class RetinaMaskBranch(nn.Module):
                 learned and predicted in the frame (rotated rectangle) ``frame_head`` gives each
                 RoI from its ``mask_boxes`` features, with ``oriented_pooler``; ``pooler`` then
                 only feeds ``frame_head``.
+            embed: inference also sets ``pred_embeddings`` (:func:`maskpool_embeddings` of the
+                pooled features under the predicted masks).
         """
         super().__init__()
         self.in_features = list(in_features)
@@ -76,6 +80,7 @@ class RetinaMaskBranch(nn.Module):
             raise ValueError("oriented mask RoIs need both a frame_head and an oriented_pooler")
         self.frame_head = frame_head
         self.oriented_pooler = oriented_pooler
+        self.embed = embed
 
     @classmethod
     def from_config(cls, cfg: CfgNode, input_shape: dict[str, ShapeSpec]):
@@ -126,6 +131,7 @@ class RetinaMaskBranch(nn.Module):
             "loss_weight": node.MASK_LOSS_WEIGHT,
             "dice_weight": node.MASK_DICE_WEIGHT,
             "box_scale": node.MASK_BOX_SCALE,
+            "embed": node.TEST_EMBEDDINGS,
         }
 
     def losses(
@@ -191,7 +197,13 @@ class RetinaMaskBranch(nn.Module):
             pooled = self.pooler(features, boxes)
         pooled = _fast_layout(pooled)
         if not torch.jit.is_tracing():
-            return self.mask_head(pooled, detections)
+            detections = self.mask_head(pooled, detections)
+            if self.embed:
+                probs = torch.cat([d.pred_masks for d in detections])
+                embeddings = maskpool_embeddings(pooled, probs).split([len(d) for d in detections])
+                for d, e in zip(detections, embeddings, strict=True):
+                    d.pred_embeddings = e
+            return detections
         probs = self.traceable_mask_probabilities(self.mask_head.layers(pooled), detections)
         for d, p in zip(detections, probs, strict=True):
             d.pred_masks = p

@@ -461,6 +461,9 @@ def _joined(masked: Instances | None, unmasked: Instances | None) -> Instances:
     masks = _empty_masks(len(masked) + len(unmasked), height, width, masked.pred_masks.device)
     masks[: len(masked)] = masked.pred_masks
     fields = {k: v for k, v in masked.get_fields().items() if k != "pred_masks"}
+    if masked.has("pred_embeddings"):  # detections without a mask have no embedding: zeros
+        embeddings = masked.pred_embeddings
+        unmasked.pred_embeddings = embeddings.new_zeros((len(unmasked), embeddings.shape[1]))
     joined = Instances.cat([Instances(masked.image_size, **fields), unmasked])
     joined.pred_masks = masks
     return joined
