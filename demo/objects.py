@@ -70,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _finder(config_file: str, opts: list, embedder: str, crop: str, threshold: float):
+    if embedder == "maskpool":  # the model returns the embeddings with its instances
+        opts = [*opts, "MODEL.RETINAMASK.TEST_EMBEDDINGS", "True"]
     cfg = load_config(config_file, opts=opts)
     fall_back_to_cpu(cfg)
     require_weights(cfg, config_file)

@@ -12,7 +12,7 @@ from detectron2.structures import Boxes, Instances
 from retinamask_d2.similarity.crops import NEUTRAL_GREY, crop_object
 from retinamask_d2.similarity.embedders import HandcraftedEmbedder, shape_descriptors
 from retinamask_d2.similarity.index import ObjectIndex
-from tests.common import REPO_ROOT, load_script, noise_image
+from tests.common import REPO_ROOT, get_tiny_cfg, load_script, noise_image
 
 objects = load_script(REPO_ROOT / "demo" / "objects.py", "retinamask_objects")
 
@@ -239,3 +239,22 @@ def test_objects_command_indexes_searches_and_groups_with_the_model(model_dir, t
     )
     groups = json.loads((index_dir / "groups.json").read_text())
     assert sorted(i for g in groups for i in g) == sorted(o["id"] for o in stored.objects)
+
+
+def test_maskpool_index_stores_the_models_own_embeddings(model_dir, tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for seed in range(2):
+        cv2.imwrite(str(folder / f"{seed}.png"), noise_image(64, 80, seed))
+    index_dir = tmp_path / "index"
+    argv = ["index", "--config-file", str(model_dir / "config.yaml"), "--input", str(folder)]
+    argv += ["--index", str(index_dir), "--confidence-threshold", "0", "--embedder", "maskpool"]
+    argv += ["--opts", "MODEL.WEIGHTS", str(model_dir / "model_final.pth")]
+
+    assert objects.main(argv) == 0
+    stored = ObjectIndex.open(index_dir)
+    channels = get_tiny_cfg().MODEL.FPN.OUT_CHANNELS  # of the pooled RoI features
+    assert stored.embeddings.shape == (len(stored.objects), channels) and len(stored.objects) > 0
+    assert np.allclose(np.linalg.norm(stored.embeddings, axis=1), 1.0, atol=1e-5)
+    hits = stored.search(stored.embeddings[0], k=2)
+    assert hits[0].object["id"] == stored.objects[0]["id"]

@@ -3,7 +3,9 @@ look.
 
 Two embedders run on the object's crop (:mod:`.crops`), so the same embedder can be compared
 across crop modes: ``handcrafted`` (colour, texture and shape descriptors of the object's own
-pixels) and ``pretrained`` (an ImageNet MobileNetV2, global-pooled). Upright crops are embedded
+pixels) and ``pretrained`` (an ImageNet MobileNetV2, global-pooled). ``maskpool`` reads the
+detector's own features under the predicted mask, which the model returns with its instances
+(``MODEL.RETINAMASK.TEST_EMBEDDINGS``): no crop, no second network. Upright crops are embedded
 in their four long-side-horizontal views and averaged, so an object and its mirror image or its
 180° turn get the same vector.
 """
@@ -20,7 +22,7 @@ from skimage.feature import hog, local_binary_pattern
 
 from .crops import NEUTRAL_GREY, ObjectCrop, upright_variants
 
-EMBEDDERS = ("handcrafted", "pretrained")
+EMBEDDERS = ("handcrafted", "pretrained", "maskpool")
 
 # Joint Lab colour histogram bins (L, a, b): lightness coarser than hue, which survives
 # lighting changes better.
@@ -49,7 +51,7 @@ class HandcraftedEmbedder:
 
     name = "handcrafted"
 
-    def embed(self, crops: list[ObjectCrop], upright: bool) -> np.ndarray:
+    def embed(self, crops: list[ObjectCrop], upright: bool, instances=None, kept=()) -> np.ndarray:
         """(N, D) float32 unit vectors, one per crop."""
         rows = []
         for crop in crops:
@@ -114,7 +116,7 @@ class PretrainedEmbedder:
         self.std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1) * 255
 
     @torch.no_grad()
-    def embed(self, crops: list[ObjectCrop], upright: bool) -> np.ndarray:
+    def embed(self, crops: list[ObjectCrop], upright: bool, instances=None, kept=()) -> np.ndarray:
         """(N, 1280) float32 unit vectors, one per crop."""
         if not crops:
             return np.zeros((0, 1280), dtype=np.float32)
@@ -176,8 +178,26 @@ def imagenet_mobilenetv2_features() -> torch.nn.Module:
     return features
 
 
-def build_embedder(name: str, device: str = "cpu") -> HandcraftedEmbedder | PretrainedEmbedder:
+class MaskpoolEmbedder:
+    """The ``pred_embeddings`` the model returned for the instances (the mask branch's RoI
+    features averaged under each predicted mask)."""
+
+    name = "maskpool"
+
+    def embed(self, crops: list[ObjectCrop], upright: bool, instances=None, kept=()) -> np.ndarray:
+        """(N, C) float32 unit vectors of the instances at positions ``kept``."""
+        if instances is None or not instances.has("pred_embeddings"):
+            raise ValueError(
+                "the maskpool embedder reads the model's pred_embeddings: build the model with "
+                "MODEL.RETINAMASK.TEST_EMBEDDINGS True"
+            )
+        return instances.pred_embeddings[list(kept)].float().numpy()
+
+
+def build_embedder(name: str, device: str = "cpu"):
     """The embedder called ``name`` (one of :data:`EMBEDDERS`)."""
+    if name == "maskpool":
+        return MaskpoolEmbedder()
     if name == "handcrafted":
         return HandcraftedEmbedder()
     if name == "pretrained":

@@ -22,6 +22,11 @@ class ObjectFinder:
     with the embedder called ``embedder`` (see :mod:`.embedders`)."""
 
     def __init__(self, predictor: RetinaMaskPredictor, embedder: str, crop_mode: str):
+        if embedder == "maskpool" and not predictor.cfg.MODEL.RETINAMASK.TEST_EMBEDDINGS:
+            raise ValueError(
+                "the maskpool embedder needs a model built with "
+                "MODEL.RETINAMASK.TEST_EMBEDDINGS True"
+            )
         self.predictor = predictor
         self.embedder = build_embedder(embedder, device=str(predictor.cfg.MODEL.DEVICE))
         self.crop_mode = crop_mode
@@ -61,7 +66,8 @@ class ObjectFinder:
             if crop is not None and masks[i].any():
                 crops.append(crop)
                 kept.append(i)
-        vectors = self.embedder.embed(crops, self.crop_mode == "upright") if crops else None
+        upright = self.crop_mode == "upright"
+        vectors = self.embedder.embed(crops, upright, instances, kept) if crops else None
         return instances, vectors, kept
 
     def search_image(

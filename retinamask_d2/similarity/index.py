@@ -128,7 +128,7 @@ class ObjectIndex:
         paths: Iterable[str | os.PathLike],
         predict: Callable[[str], Instances],
         read_rgb: Callable[[str], np.ndarray],
-        embed: Callable[[list, bool], np.ndarray],
+        embed: Callable[..., np.ndarray],
         metadata,
     ) -> IndexReport:
         """Find, cut out and embed the objects of each image in ``paths`` and store them.
@@ -177,7 +177,7 @@ class ObjectIndex:
             if crop is not None and masks[i].any():
                 crops.append(crop)
                 kept.append(i)
-        vectors = embed(crops, crop_mode == "upright") if crops else []
+        vectors = embed(crops, crop_mode == "upright", instances, kept) if crops else []
         (self.folder / CUTOUT_DIR).mkdir(parents=True, exist_ok=True)
         added = []
         for i, vector in zip(kept, vectors):
