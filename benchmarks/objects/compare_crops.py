@@ -126,12 +126,30 @@ def main() -> None:
     ]
     detection_rate = None
     if args.model_dir is not None:
-        masks, boxes, found = predicted_objects(views, args.model_dir)
+        masks, boxes, found, maskpool = predicted_objects(views, args.model_dir)
         conditions.append(("predicted", masks, boxes, found))
         detection_rate = float(found.mean())
 
     per_query: dict[str, dict[str, np.ndarray]] = {}
     rows = []
+
+    def record(embedder_name: str, mode: str, condition: str, chosen, scores) -> None:
+        per_query[f"{embedder_name}|{mode}|{condition}"] = scores
+        for group, members in groups.items():
+            rows.append(
+                {
+                    "embedder": embedder_name,
+                    "crop": mode,
+                    "masks": condition,
+                    "objects": group,
+                    "queries": int(members[chosen].sum()),
+                    **{m: interval(scores[m][members[chosen]], rng) for m in ("r1", "r5", "ap")},
+                }
+            )
+
+    if args.model_dir is not None:  # the detector's own features under its masks: no crop
+        chosen = np.flatnonzero(found)
+        record("maskpool", "mask", "predicted", chosen, retrieval(maskpool[chosen], labels[chosen]))
     for embedder_name in args.embedders:
         embedder = build_embedder(embedder_name)
         for mode in CROP_MODES:
@@ -141,21 +159,7 @@ def main() -> None:
                 chosen = np.flatnonzero(taking_part)
                 crops = [crop_object(views[i].image, masks[i], boxes[i], mode) for i in chosen]
                 scores = retrieval(embedder.embed(crops, mode == "upright"), labels[chosen])
-                per_query[f"{embedder_name}|{mode}|{condition}"] = scores
-                for group, members in groups.items():
-                    rows.append(
-                        {
-                            "embedder": embedder_name,
-                            "crop": mode,
-                            "masks": condition,
-                            "objects": group,
-                            "queries": int(members[chosen].sum()),
-                            **{
-                                m: interval(scores[m][members[chosen]], rng)
-                                for m in ("r1", "r5", "ap")
-                            },
-                        }
-                    )
+                record(embedder_name, mode, condition, chosen, scores)
     comparisons = []
     for embedder_name in args.embedders:
         for condition, _, _, taking_part in conditions:
@@ -199,14 +203,16 @@ def main() -> None:
     print(f"wrote {RESULTS} in {result['seconds']} s")
 
 
-def predicted_objects(views, model_dir: Path) -> tuple[list, list, np.ndarray]:
-    """The model's mask and box for each view's object: its detection whose mask overlaps the
-    object's best, found when that IoU is at least 0.5 (the others take no part)."""
+def predicted_objects(views, model_dir: Path) -> tuple[list, list, np.ndarray, np.ndarray]:
+    """The model's mask, box and maskpool embedding for each view's object: its detection whose
+    mask overlaps the object's best, found when that IoU is at least 0.5 (the others take no
+    part)."""
+    opts = ["MODEL.RETINAMASK.TEST_EMBEDDINGS", "True"]
     predictor = RetinaMaskPredictor(
-        load_config(model_dir / "config.yaml", model_dir / "model_final.pth"),
+        load_config(model_dir / "config.yaml", model_dir / "model_final.pth", opts),
         confidence_threshold=0.05,
     )
-    masks, boxes, found = [], [], []
+    masks, boxes, found, embeddings = [], [], [], []
     for view in views:
         instances = predictor.predict(view.image, format="RGB")
         predicted = np.asarray(instances.pred_masks, dtype=bool)
@@ -218,7 +224,9 @@ def predicted_objects(views, model_dir: Path) -> tuple[list, list, np.ndarray]:
         masks.append(predicted[best] if hit else view.mask)
         boxes.append(instances.pred_boxes.tensor[best].tolist() if hit else view.box)
         found.append(hit)
-    return masks, boxes, np.array(found)
+        channels = instances.pred_embeddings.shape[1]
+        embeddings.append(instances.pred_embeddings[best] if hit else torch.zeros(channels))
+    return masks, boxes, np.array(found), torch.stack(embeddings).numpy()
 
 
 def write_gallery(views, per_query, embedder_name: str, path: Path) -> None:
@@ -270,6 +278,8 @@ def table(result: dict) -> str:
     for embedder in dict.fromkeys(r["embedder"] for r in result["rows"]):
         for condition in masks:
             for crop in CROP_MODES:
+                if (embedder, crop, condition, "all") not in index:
+                    continue
                 cells = []
                 for group in groups:
                     mean, low, high = index[(embedder, crop, condition, group)]["r1"]
@@ -297,6 +307,8 @@ def table(result: dict) -> str:
     changes = ["gt"] + [f"{p:+d}px" for p in (-3, -2, -1, 1, 2, 3)]
     lines += ["| embedder | " + " | ".join(changes) + " |", "|---|" + "---|" * len(changes)]
     for embedder in dict.fromkeys(r["embedder"] for r in result["rows"]):
+        if (embedder, "upright", "gt", "all") not in index:
+            continue  # maskpool: the model's masks only
         cells = [
             f"{index[(embedder, 'upright', c, 'thin, tilt > 20°')]['r1'][0]:.2f}" for c in changes
         ]
