@@ -119,3 +119,14 @@ def weights_args(model_dir: Path) -> list[str]:
 
 def noise_image(h: int, w: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def config_leaf_keys(node, prefix: str = "") -> set[str]:
+    """The dotted names of every value below a config node (``prefix`` before each)."""
+    keys = set()
+    for name, value in node.items():
+        if isinstance(value, dict):
+            keys |= config_leaf_keys(value, f"{prefix}{name}.")
+        else:
+            keys.add(prefix + name)
+    return keys

@@ -17,7 +17,7 @@ from detectron2.utils.events import EventStorage
 
 from retinamask_d2 import add_retinamask_config
 from retinamask_d2.modeling import retinamask as retinamask_module
-from tests.common import get_tiny_cfg, set_retinamask_keys
+from tests.common import config_leaf_keys, get_tiny_cfg, set_retinamask_keys
 
 H, W = 96, 128
 # Where each key is shown to take effect: (test module, test name).
@@ -105,20 +105,10 @@ SWITCH_TESTS = {
 }
 
 
-def _keys(node, prefix: str = "") -> set[str]:
-    keys = set()
-    for name, value in node.items():
-        if isinstance(value, dict):
-            keys |= _keys(value, f"{prefix}{name}.")
-        else:
-            keys.add(prefix + name)
-    return keys
-
-
 def test_every_key_has_a_test():
     cfg = get_cfg()
     add_retinamask_config(cfg)
-    assert _keys(cfg.MODEL.RETINAMASK) == set(SWITCH_TESTS)
+    assert config_leaf_keys(cfg.MODEL.RETINAMASK) == set(SWITCH_TESTS)
     for module, name in SWITCH_TESTS.values():
         assert callable(getattr(importlib.import_module(f"tests.{module}"), name)), name
 

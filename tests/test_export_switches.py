@@ -13,6 +13,7 @@ from detectron2.config import get_cfg
 
 from retinamask_d2 import add_retinamask_config
 from retinamask_d2.export import describe, export_onnx, export_torchscript, inference_settings
+from tests.common import config_leaf_keys
 from tests.export_common import (
     SAMPLE_SHAPE,
     assert_same_results,
@@ -98,16 +99,6 @@ NOT_SWITCHES = {
 TEST_IMAGE = random_image((80, 200), 1)  # another size than the traced sample's
 
 
-def _leaf_keys(node, prefix: str) -> set[str]:
-    keys = set()
-    for name, value in node.items():
-        if isinstance(value, dict):
-            keys |= _leaf_keys(value, f"{prefix}{name}.")
-        else:
-            keys.add(prefix + name)
-    return keys
-
-
 def test_every_key_is_classified():
     cfg = get_cfg()
     add_retinamask_config(cfg)
@@ -116,7 +107,7 @@ def test_every_key_is_classified():
         node = cfg
         for part in name.split("."):
             node = node[part]
-        keys |= _leaf_keys(node, f"{name}.")
+        keys |= config_leaf_keys(node, f"{name}.")
     assert keys == set(EXPORT_SWITCHES) | set(NOT_SWITCHES)
     assert not set(EXPORT_SWITCHES) & set(NOT_SWITCHES)
     # The description records every switch (and mask NMS, off in every exported file).
