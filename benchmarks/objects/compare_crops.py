@@ -97,7 +97,11 @@ def main() -> None:
         help="a trained model (config.yaml, model_final.pth): adds its masks",
     )
     parser.add_argument("--quick", action="store_true", help="6 identities, no file written")
+    parser.add_argument("--publish", action="store_true", help="only rewrite the doc's table")
     args = parser.parse_args()
+    if args.publish:
+        publish(json.loads(RESULTS.read_text()))
+        return
     torch.set_num_threads(args.threads)
     if args.quick:
         args.thin, args.compact, args.views = 4, 2, 3
@@ -230,8 +234,9 @@ def predicted_objects(views, model_dir: Path) -> tuple[list, list, np.ndarray, n
 
 
 def write_gallery(views, per_query, embedder_name: str, path: Path) -> None:
-    """For three thin tilted queries: the query and its 4 nearest neighbours with box crops
-    (top row) and upright cut-outs (bottom row); a green frame marks the same identity."""
+    """For three thin tilted queries: the query (blue frame) and its 4 nearest neighbours with
+    box crops (top row) and upright cut-outs (bottom row); green frames the same identity, red
+    another."""
     embedder = build_embedder(embedder_name)
     labels = np.array([v.identity for v in views])
     thin = [i for i, v in enumerate(views) if v.tilt > 20 and v.elongation > 5][:3]
@@ -290,8 +295,8 @@ def table(result: dict) -> str:
                 )
     lines += ["", "Paired, recall@1 of the cut-out minus that of the box crop (same queries):", ""]
     lines += [
-        "| embedder | cut-out | objects | difference (95% interval) | p |",
-        "|---|---|---|---|---|",
+        "| embedder | masks | cut-out | objects | difference (95% interval) | p |",
+        "|---|---|---|---|---|---|",
     ]
     for c in result["paired_box_vs_cutout"]:
         mean, low, high = c["r1"]["difference"]
