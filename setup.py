@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """retinamask_d2: RetinaMask (Fu, Shvets, Berg 2019) as a detectron2 plugin.
 
-detectron2 is not on PyPI: install it first (`make env` does it, see README "Installation"),
+detectron2 is not on PyPI: install it first (`make env` does it, see docs/INSTALL.md),
 then `pip install -e .`. The top-level configs/ folder is shipped inside the package as
 `retinamask_d2.configs`, so `retinamask_d2.model_zoo.get_config_file()` finds it after a
 non-editable install too.

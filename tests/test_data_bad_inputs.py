@@ -155,7 +155,13 @@ def test_exif_rotated_images_with_the_rotated_size_pass(tmp_path):
     data = json.loads(Path(json_file).read_text())
     data["images"].append({"id": 3, "file_name": "r.jpg", "width": W, "height": H})
     Path(json_file).write_text(json.dumps(data))
-    check_coco_json(json_file, image_root)
+    report = check_coco_json(json_file, image_root)  # raises if the rotated size were refused
+    assert (report.usable, report.skipped) == (1, {})
+    # The same file described with its stored (unrotated) size is refused.
+    data["images"][-1].update(width=H, height=W)
+    Path(json_file).write_text(json.dumps(data))
+    with pytest.raises(CocoJsonError, match="after its EXIF rotation"):
+        check_coco_json(json_file, image_root)
 
 
 def _dataset(tmp_path, write_images) -> tuple[list[dict], object]:

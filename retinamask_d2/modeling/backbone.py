@@ -10,7 +10,8 @@ from torch import nn
 
 @BACKBONE_REGISTRY.register()
 def build_retinamask_resnet_fpn_backbone(cfg, input_shape: ShapeSpec) -> Backbone:
-    """P3-P7 ResNet-FPN, P6 = conv3x3/2(P5) and P7 = conv3x3/2(ReLU(P6)).
+    """ResNet-FPN with P6 = conv3x3/2(P5) and P7 = conv3x3/2(ReLU(P6)), from the levels of
+    MODEL.FPN.IN_FEATURES (P2-P7 when res2 is among them, as the shipped configs have).
 
     The official RetinaMask code feeds P6 from the FPN's P5; detectron2's
     ``build_retinanet_resnet_fpn_backbone`` feeds it from res5. Everything else

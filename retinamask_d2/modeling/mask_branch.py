@@ -1,4 +1,5 @@
-"""The mask branch of RetinaMask: RoIAlign on P3-P5 and a Mask R-CNN mask head."""
+"""The mask branch of RetinaMask: RoIs (boxes, or oriented rectangles) pooled from the FPN levels
+of MODEL.RETINAMASK.MASK_IN_FEATURES (P2-P5 in the shipped configs) and a Mask R-CNN mask head."""
 
 import torch
 import torch.nn.functional as F
