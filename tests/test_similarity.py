@@ -11,7 +11,7 @@ from detectron2.structures import Boxes, Instances
 
 from retinamask_d2.similarity.crops import NEUTRAL_GREY, crop_object
 from retinamask_d2.similarity.embedders import HandcraftedEmbedder, shape_descriptors
-from retinamask_d2.similarity.index import ObjectIndex
+from retinamask_d2.similarity.index import ObjectIndex, _upright_rgba
 from tests.common import REPO_ROOT, get_tiny_cfg, load_script, noise_image
 
 objects = load_script(REPO_ROOT / "demo" / "objects.py", "retinamask_objects")
@@ -86,18 +86,18 @@ def test_shape_descriptors_of_a_full_rectangle_are_its_aspect_and_ones():
 
 
 class FakeModel:
-    """Stands in for the predictor: fixed instances per image, calls counted; a file whose
-    name contains "broken" fails as an unreadable image does."""
+    """Stands in for the predictor: fixed instances per image file of ``folder`` (found by the
+    pixels it is given), calls counted."""
 
-    def __init__(self, detections: dict[str, list[tuple[int, np.ndarray]]]):
+    def __init__(self, folder, detections: dict[str, list[tuple[int, np.ndarray]]]):
+        self.folder = folder
         self.detections = detections
         self.calls = 0
 
-    def predict(self, path: str) -> Instances:
+    def predict(self, rgb: np.ndarray) -> Instances:
         self.calls += 1
-        if "broken" in path:
-            raise ValueError(f"{path}: cannot identify image file")
-        found = self.detections[path.rsplit("/", 1)[-1]]
+        (name,) = [n for n in self.detections if np.array_equal(_read_rgb(self.folder / n), rgb)]
+        found = self.detections[name]
         masks = np.stack([m for _, m in found])
         instances = Instances(masks.shape[1:])
         instances.pred_masks = torch.from_numpy(masks)
@@ -107,8 +107,11 @@ class FakeModel:
         return instances
 
 
-def _read_rgb(path: str) -> np.ndarray:
-    return cv2.imread(path)[:, :, ::-1]
+def _read_rgb(path) -> np.ndarray:
+    image = cv2.imread(str(path))
+    if image is None:
+        raise ValueError(f"{path}: cannot identify image file")
+    return image[:, :, ::-1]
 
 
 def _indexed_folder(tmp_path, model: FakeModel, files):
@@ -137,7 +140,7 @@ def _scene(tmp_path):
     cv2.imwrite(str(tmp_path / "c.png"), disk[:, :, ::-1])
     detections["c.png"] = [(1, disk_mask.astype(bool))]
     (tmp_path / "broken.png").write_bytes(b"not an image")
-    return FakeModel(detections)
+    return FakeModel(tmp_path, detections)
 
 
 def test_index_then_search_finds_the_query_itself_first_then_the_same_object(tmp_path):
@@ -258,3 +261,11 @@ def test_maskpool_index_stores_the_models_own_embeddings(model_dir, tmp_path):
     assert np.allclose(np.linalg.norm(stored.embeddings, axis=1), 1.0, atol=1e-5)
     hits = stored.search(stored.embeddings[0], k=2)
     assert hits[0].object["id"] == stored.objects[0]["id"]
+
+
+def test_cutout_made_from_the_upright_crop_equals_the_demos_upright_cutout():
+    image, mask = _striped_bar_image(25.0)
+    crop = crop_object(image, mask, _box_of(mask), "upright")
+    from_crop, angle = _upright_rgba(image, mask, crop)
+    made_here, angle_here = _upright_rgba(image, mask, None)
+    assert np.array_equal(from_crop, made_here) and angle == angle_here

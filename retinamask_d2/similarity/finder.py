@@ -43,12 +43,15 @@ class ObjectFinder:
         index = ObjectIndex.create(folder, **self.settings(), **recorded)
         report = index.add_images(
             paths,
-            predict=self.predictor.predict,
+            predict=self._predict,
             read_rgb=self._read_rgb,
             embed=self.embedder.embed,
             metadata=self.predictor.metadata,
         )
         return index, report
+
+    def _predict(self, rgb: np.ndarray) -> Instances:
+        return self.predictor.predict(rgb, format="RGB")
 
     def _read_rgb(self, path: str) -> np.ndarray:
         return read_image(path, "RGB", self.predictor.size_limits.max_megapixels)
@@ -56,8 +59,8 @@ class ObjectFinder:
     def embed_image(self, path: str | os.PathLike) -> tuple[Instances, np.ndarray, list[int]]:
         """The instances of one image, the embeddings of those with an object to crop, and
         their positions among the instances."""
-        instances = self.predictor.predict(str(path))
         rgb = self._read_rgb(str(path))
+        instances = self._predict(rgb)
         masks = np.asarray(instances.pred_masks, dtype=bool)
         boxes = instances.pred_boxes.tensor.numpy()
         crops, kept = [], []

@@ -29,7 +29,7 @@ from detectron2.structures import Instances
 from retinamask_d2.data.classes import class_name
 from retinamask_d2.visualization.cutouts import upright_cutout
 
-from .crops import CROP_MODES, crop_object
+from .crops import CROP_MODES, ObjectCrop, crop_object
 
 INDEX_FILE, OBJECTS_FILE, EMBEDDINGS_FILE, CUTOUT_DIR = (
     "index.json",
@@ -126,7 +126,7 @@ class ObjectIndex:
     def add_images(
         self,
         paths: Iterable[str | os.PathLike],
-        predict: Callable[[str], Instances],
+        predict: Callable[[np.ndarray], Instances],
         read_rgb: Callable[[str], np.ndarray],
         embed: Callable[..., np.ndarray],
         metadata,
@@ -134,8 +134,9 @@ class ObjectIndex:
         """Find, cut out and embed the objects of each image in ``paths`` and store them.
 
         An image whose content hash is recorded already is skipped; one that changed has its
-        old objects replaced. ``predict`` (path -> Instances at the image's size) and
-        ``read_rgb`` may raise for a bad file: it is named in the report, the others go on.
+        old objects replaced. Each file is read once, by ``read_rgb`` (path -> (H, W, 3) RGB),
+        and ``predict`` finds the objects of that array (Instances at its size); either may
+        raise for a bad file: it is named in the report, the others go on.
         """
         report = IndexReport()
         images = self.meta["images"]
@@ -147,8 +148,8 @@ class ObjectIndex:
                 if images.get(key, {}).get("sha256") == digest:
                     report.unchanged.append(key)
                     continue
-                instances = predict(key)
                 rgb = read_rgb(key)
+                instances = predict(rgb)
             except (OSError, ValueError) as e:
                 report.failed[key] = str(e)
                 continue
@@ -180,13 +181,14 @@ class ObjectIndex:
         vectors = embed(crops, crop_mode == "upright", instances, kept) if crops else []
         (self.folder / CUTOUT_DIR).mkdir(parents=True, exist_ok=True)
         added = []
-        for i, vector in zip(kept, vectors):
+        for i, crop, vector in zip(kept, crops, vectors):
             object_id = f"{digest[:12]}:{i}"
-            rows, cols = np.flatnonzero(masks[i].any(1)), np.flatnonzero(masks[i].any(0))
-            y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
-            rgba, angle = upright_cutout(rgb[y0:y1, x0:x1], masks[i][y0:y1, x0:x1])
+            rgba, angle = _upright_rgba(rgb, masks[i], crop if crop_mode == "upright" else None)
             cutout = self.folder / CUTOUT_DIR / f"{object_id.replace(':', '_')}.png"
-            cv2.imwrite(str(cutout), cv2.cvtColor(rgba, cv2.COLOR_RGBA2BGRA))
+            # Fast PNG compression: the files are for looking at, and writing them is a large
+            # part of what indexing adds to prediction (benchmarks/objects/index_speed.py).
+            bgra = cv2.cvtColor(rgba, cv2.COLOR_RGBA2BGRA)
+            cv2.imwrite(str(cutout), bgra, [cv2.IMWRITE_PNG_COMPRESSION, 1])
             rle = mask_util.encode(np.asfortranarray(masks[i].astype(np.uint8)))
             class_id = int(instances.pred_classes[i])
             added.append(
@@ -314,6 +316,18 @@ class ObjectIndex:
         for i in range(count):
             groups.setdefault(find(i), []).append(i)
         return sorted((g for g in groups.values() if len(g) > 1), key=len, reverse=True)
+
+
+def _upright_rgba(rgb: np.ndarray, mask: np.ndarray, upright: ObjectCrop | None):
+    """The object's upright RGBA cut-out and its angle: from its ``upright`` crop when the index
+    embeds upright crops (already made), else made here."""
+    if upright is not None:
+        alpha = np.where(upright.valid, np.uint8(255), np.uint8(0))
+        colour = np.where(upright.valid[..., None], upright.rgb, np.uint8(0))
+        return np.dstack([colour, alpha]), upright.angle
+    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+    y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    return upright_cutout(rgb[y0:y1, x0:x1], mask[y0:y1, x0:x1])
 
 
 def _replace(path: Path, write: Callable) -> None:
