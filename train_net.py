@@ -137,8 +137,8 @@ def _check_annotation_files(cfg, training: bool) -> None:
             if json_file and not os.path.isfile(json_file):
                 raise UsageError(
                     f"{key} {name}: {json_file} not found; put the dataset there "
-                    "($DETECTRON2_DATASETS moves the root; README: Training on COCO) or pass "
-                    "--train-json/--test-json"
+                    "($DETECTRON2_DATASETS moves the root; docs/GETTING_STARTED.md: Training on "
+                    "COCO) or pass --train-json/--test-json"
                 )
 
 

@@ -1,4 +1,5 @@
-"""Run every benchmark, then write the README section and the plots (``make bench``).
+"""Run every benchmark, then write the generated tables of docs/benchmarks.md and the plots
+(``make bench``).
 
     python -m benchmarks.run_all --threads 2      # ~1 hour on a 2-core CPU (make bench)
     python -m benchmarks.run_all --device cuda    # COCO-scale timings on the GPU as well

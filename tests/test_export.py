@@ -183,7 +183,7 @@ def test_cli_writes_model_and_description(format, tmp_path):
 
 
 def test_cli_keeps_one_description_per_format_and_refuses_to_overwrite(tmp_path):
-    # The README's two exports into one folder leave a description for each; a second export
+    # docs/export.md's two exports into one folder leave a description for each; a second export
     # over existing files stops before building the model (the config file is not even read),
     # naming the files, unless --overwrite.
     def run(format: str, *extra: str) -> Path:

@@ -271,8 +271,9 @@ def write_gallery(views, per_query, embedder_name: str, path: Path) -> None:
 
 
 def table(result: dict) -> str:
-    """The markdown table of the README/doc: recall@1 (95% interval) and mAP per embedder and
-    crop mode, ground-truth masks, for all objects, thin tilted (> 20°) and compact ones."""
+    """The markdown tables of docs/comparing_objects.md: recall@1 (95% interval) and mAP per
+    embedder, mask source and crop mode, for all objects, thin tilted (> 20°) and compact ones;
+    the paired box-vs-cut-out differences; recall@1 under mask errors."""
     groups = ("all", "thin, tilt > 20°", "compact")
     lines = [
         "| embedder | masks | crop | " + " | ".join(f"R@1 {g}" for g in groups) + " | mAP all |",

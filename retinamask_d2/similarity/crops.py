@@ -69,6 +69,20 @@ def crop_object(
     return ObjectCrop(np.ascontiguousarray(rgb), valid, angle)
 
 
+def instance_crops(
+    image_rgb: np.ndarray, masks: np.ndarray, boxes: np.ndarray, mode: str
+) -> tuple[list[ObjectCrop], list[int]]:
+    """The ``mode`` crops of the instances with ``masks`` ((N, H, W) bool) and ``boxes`` (N, 4)
+    whose mask has a pixel, and their positions among the instances."""
+    crops, kept = [], []
+    for i, (mask, box) in enumerate(zip(masks, boxes)):
+        crop = crop_object(image_rgb, mask, box, mode) if mask.any() else None
+        if crop is not None:
+            crops.append(crop)
+            kept.append(i)
+    return crops, kept
+
+
 def upright_variants(crop: ObjectCrop) -> list[ObjectCrop]:
     """The four views of an upright crop that leave its long side horizontal: as it is,
     mirrored left-right, mirrored top-bottom and turned by 180°. Uprighting fixes the long

@@ -12,7 +12,7 @@ from detectron2.structures import Instances
 from retinamask_d2.data.image_io import read_image
 from retinamask_d2.predictor import RetinaMaskPredictor
 
-from .crops import crop_object
+from .crops import instance_crops
 from .embedders import build_embedder
 from .index import Hit, IndexReport, ObjectIndex
 
@@ -63,12 +63,7 @@ class ObjectFinder:
         instances = self._predict(rgb)
         masks = np.asarray(instances.pred_masks, dtype=bool)
         boxes = instances.pred_boxes.tensor.numpy()
-        crops, kept = [], []
-        for i in range(len(instances)):
-            crop = crop_object(rgb, masks[i], boxes[i], self.crop_mode)
-            if crop is not None and masks[i].any():
-                crops.append(crop)
-                kept.append(i)
+        crops, kept = instance_crops(rgb, masks, boxes, self.crop_mode)
         upright = self.crop_mode == "upright"
         vectors = self.embedder.embed(crops, upright, instances, kept) if crops else None
         return instances, vectors, kept

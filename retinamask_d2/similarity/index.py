@@ -29,7 +29,7 @@ from detectron2.structures import Instances
 from retinamask_d2.data.classes import class_name
 from retinamask_d2.visualization.cutouts import upright_cutout
 
-from .crops import CROP_MODES, ObjectCrop, crop_object
+from .crops import CROP_MODES, ObjectCrop, instance_crops
 
 INDEX_FILE, OBJECTS_FILE, EMBEDDINGS_FILE, CUTOUT_DIR = (
     "index.json",
@@ -172,12 +172,7 @@ class ObjectIndex:
     def _objects_of(self, key, digest, rgb, instances, embed, crop_mode, metadata):
         masks = np.asarray(instances.pred_masks, dtype=bool)
         boxes = instances.pred_boxes.tensor.numpy()
-        crops, kept = [], []
-        for i in range(len(instances)):
-            crop = crop_object(rgb, masks[i], boxes[i], crop_mode)
-            if crop is not None and masks[i].any():
-                crops.append(crop)
-                kept.append(i)
+        crops, kept = instance_crops(rgb, masks, boxes, crop_mode)
         vectors = embed(crops, crop_mode == "upright", instances, kept) if crops else []
         (self.folder / CUTOUT_DIR).mkdir(parents=True, exist_ok=True)
         added = []
