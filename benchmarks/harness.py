@@ -248,7 +248,9 @@ def write_json(path: Path, data: dict) -> None:
     """Write ``data`` as indented, standard JSON (NaN, e.g. the AP of a model that found
     nothing, becomes null), creating the folder."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(_without_nan(data), indent=2) + "\n", encoding="utf-8")
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    partial.write_text(json.dumps(_without_nan(data), indent=2) + "\n", encoding="utf-8")
+    os.replace(partial, path)  # a killed run leaves the previous file whole
 
 
 def _without_nan(value):

@@ -27,6 +27,19 @@ BASE_CONFIGS = {
     "mask_rcnn": "Base-RCNN-FPN.yaml",
 }
 RECIPE = "quickstart/Base-RetinaMask-R18-synthetic.yaml"
+# The quickstart fine-tuned from ImageNet MobileNetV2; PRETRAINED_KEYS are what makes a model
+# start from that backbone (read from this file, set on every model of a pretrained benchmark).
+PRETRAINED = "quickstart/retinamask_MNV2_synthetic.yaml"
+PRETRAINED_KEYS = (
+    "MODEL.WEIGHTS",
+    "MODEL.BACKBONE.NAME",
+    "MODEL.BACKBONE.FREEZE_AT",
+    "MODEL.MOBILENETV2.NORM",
+    "MODEL.FPN.IN_FEATURES",
+    "MODEL.PIXEL_MEAN",
+    "MODEL.PIXEL_STD",
+    "INPUT.FORMAT",
+)
 # What training from scratch needs, taken from RECIPE for every model (RetinaMask has it already).
 FROM_SCRATCH_KEYS = (
     "MODEL.WEIGHTS",
@@ -113,11 +126,11 @@ def synthetic_cfg(
     return cfg
 
 
-def recipe_values(keys: tuple[str, ...]) -> dict[str, object]:
-    """The values of ``keys`` (dotted names) in RECIPE."""
+def recipe_values(keys: tuple[str, ...], config: str = RECIPE) -> dict[str, object]:
+    """The values of ``keys`` (dotted names) in ``config`` (a project config path)."""
     recipe = get_cfg()
     retinamask_d2.add_retinamask_config(recipe)
-    recipe.merge_from_file(get_config_file(RECIPE))
+    recipe.merge_from_file(get_config_file(config))
     values = {}
     for key in keys:
         node = recipe

@@ -27,7 +27,9 @@ Everything is a function of the seed: image ``i`` of a split draws from a genera
 from __future__ import annotations
 
 import argparse
+import json
 import zlib
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import cv2
@@ -37,10 +39,7 @@ import pycocotools.mask as mask_util
 from retinamask_d2.data.synthetic import is_written, visible_parts, write_split
 
 CLASSES = ("hairline", "rod", "plank", "arc", "ring", "blob")
-BAR_WIDTHS = {"hairline": (2, 4), "rod": (5, 9), "plank": (10, 15)}
 THIN = ("hairline", "rod", "plank", "arc")
-MIN_SIDE, MAX_SIDE = 256, 384
-MIN_OBJECTS, MAX_OBJECTS = 4, 12
 MIN_VISIBLE_FRACTION = 0.4
 MIN_VISIBLE_PIXELS = 20
 CROSS_PROBABILITY = 0.35  # a new thin object crosses an earlier thin one
@@ -48,6 +47,31 @@ TOUCH_PROBABILITY = 0.15  # ... or lies side by side with it
 PLACEMENT_TRIES = 25
 SHIFT = 4  # cv2 sub-pixel bits for polygon vertices
 GENERATOR_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Image sides and bar widths (px, inclusive ranges) and objects per image. The default is
+    the set the thin-objects benchmark was made with; ``READABLE`` is drawn at the size the
+    models see, every stroke at least 3 px wide (``benchmarks.thin.oriented``)."""
+
+    sides: tuple[int, int] = (256, 384)
+    bar_widths: dict[str, tuple[int, int]] = field(
+        default_factory=lambda: {"hairline": (2, 4), "rod": (5, 9), "plank": (10, 15)}
+    )
+    objects: tuple[int, int] = (4, 12)
+
+    def params(self) -> dict:
+        """What :func:`is_generated` compares, as JSON stores it: None for the default (files
+        written before layouts existed have no such key), every field otherwise."""
+        return {"layout": None if self == Layout() else json.loads(json.dumps(asdict(self)))}
+
+
+READABLE = Layout(
+    sides=(192, 224),
+    bar_widths={"hairline": (3, 4), "rod": (5, 8), "plank": (9, 12)},
+    objects=(3, 8),
+)
 
 
 def _bar_mask(
@@ -144,7 +168,11 @@ def _bar_angle(rng: np.random.Generator) -> float:
 
 
 def _object_mask(
-    rng: np.random.Generator, category: str, shape: tuple[int, int], anchor: dict | None
+    rng: np.random.Generator,
+    category: str,
+    shape: tuple[int, int],
+    anchor: dict | None,
+    bar_widths: dict[str, tuple[int, int]],
 ) -> tuple[np.ndarray, dict]:
     """The full mask of a new object and its geometry (for later crossing/touching objects).
 
@@ -153,8 +181,8 @@ def _object_mask(
     side = min(shape)
     if anchor is None:
         centre = rng.uniform([0.15 * width, 0.15 * height], [0.85 * width, 0.85 * height])
-    if category in BAR_WIDTHS:
-        bar_width = int(rng.integers(BAR_WIDTHS[category][0], BAR_WIDTHS[category][1] + 1))
+    if category in bar_widths:
+        bar_width = int(rng.integers(bar_widths[category][0], bar_widths[category][1] + 1))
         length = rng.uniform(0.3, 0.85) * side
         angle = _bar_angle(rng)
         if anchor is None:
@@ -226,14 +254,15 @@ def _paint(rng: np.random.Generator, image: np.ndarray, mask: np.ndarray) -> Non
 
 
 def render_image(
-    rng: np.random.Generator,
+    rng: np.random.Generator, layout: Layout = Layout()
 ) -> tuple[np.ndarray, list[dict]]:
-    """One BGR image (256-384 px per side) and its annotations (COCO fields, RLE masks)."""
-    shape = (int(rng.integers(MIN_SIDE, MAX_SIDE + 1)), int(rng.integers(MIN_SIDE, MAX_SIDE + 1)))
+    """One BGR image (sides in ``layout.sides``) and its annotations (COCO fields, RLE masks)."""
+    low, high = layout.sides
+    shape = (int(rng.integers(low, high + 1)), int(rng.integers(low, high + 1)))
     masks: list[np.ndarray] = []
     categories: list[int] = []
     bars: list[dict] = []  # geometry of the straight thin objects, for crossing/touching
-    for _ in range(int(rng.integers(MIN_OBJECTS, MAX_OBJECTS + 1))):
+    for _ in range(int(rng.integers(layout.objects[0], layout.objects[1] + 1))):
         for _ in range(PLACEMENT_TRIES):
             category = int(rng.integers(0, len(CLASSES)))
             anchor = None
@@ -241,9 +270,9 @@ def render_image(
             if CLASSES[category] in THIN and bars and draw < CROSS_PROBABILITY + TOUCH_PROBABILITY:
                 mode = "cross" if draw < CROSS_PROBABILITY else "touch"
                 anchor = {**bars[int(rng.integers(0, len(bars)))], "mode": mode}
-                if mode == "touch" and CLASSES[category] not in BAR_WIDTHS:
+                if mode == "touch" and CLASSES[category] not in layout.bar_widths:
                     continue
-            mask, geometry = _object_mask(rng, CLASSES[category], shape, anchor)
+            mask, geometry = _object_mask(rng, CLASSES[category], shape, anchor, layout.bar_widths)
             if mask.sum() < MIN_VISIBLE_PIXELS or _touches_border(mask):
                 continue
             if anchor is not None and anchor["mode"] == "touch" and (mask & _dilated(masks)).any():
@@ -295,18 +324,20 @@ def _image_rng(seed: int, split: str, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, zlib.crc32(split.encode()), index, GENERATOR_VERSION])
 
 
-def generate(output: Path, counts: dict[str, int], seed: int = 0) -> dict[str, Path]:
+def generate(
+    output: Path, counts: dict[str, int], seed: int = 0, layout: Layout = Layout()
+) -> dict[str, Path]:
     """Write every split of ``counts`` (split name -> number of images) under ``output``."""
     categories = [
         {"id": i + 1, "name": name, "supercategory": "thin" if name in THIN else "compact"}
         for i, name in enumerate(CLASSES)
     ]
-    params = {"seed": seed, "version": GENERATOR_VERSION}
+    params = {"seed": seed, "version": GENERATOR_VERSION, **layout.params()}
     return {
         split: write_split(
             output,
             split,
-            (render_image(_image_rng(seed, split, i)) for i in range(n)),
+            (render_image(_image_rng(seed, split, i), layout) for i in range(n)),
             "retinamask_d2 thin-objects benchmark set",
             params,
             categories,
@@ -315,9 +346,12 @@ def generate(output: Path, counts: dict[str, int], seed: int = 0) -> dict[str, P
     }
 
 
-def is_generated(output: Path, counts: dict[str, int], seed: int) -> bool:
+def is_generated(
+    output: Path, counts: dict[str, int], seed: int, layout: Layout = Layout()
+) -> bool:
     """Whether ``output`` already holds exactly the splits these arguments would write."""
-    return is_written(output, counts, {"seed": seed, "version": GENERATOR_VERSION})
+    params = {"seed": seed, "version": GENERATOR_VERSION, **layout.params()}
+    return is_written(output, counts, params)
 
 
 def main() -> None:

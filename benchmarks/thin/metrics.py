@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
+from collections.abc import Callable
 
 import numpy as np
 import pycocotools.mask as mask_util
@@ -32,10 +33,10 @@ def is_thin(annotation: dict) -> bool:
     return annotation["area"] < THIN_FILL * max(w * h, 1.0)
 
 
-def _thin_marked(gt: dict) -> dict:
+def _thin_marked(gt: dict, thin: Callable[[dict], bool]) -> dict:
     marked = copy.deepcopy(gt)
     for ann in marked["annotations"]:
-        if not is_thin(ann):
+        if not thin(ann):
             ann["area"] = NOT_THIN_AREA
     return marked
 
@@ -48,15 +49,18 @@ def _coco(dataset: dict) -> COCO:
     return coco
 
 
-def coco_ap(gt: dict, detections: list[dict], iou_type: str) -> dict:
-    """AP, AP50 and per-class AP over all GT and over the thin GT ("thin_*"), in percent.
+def coco_ap(
+    gt: dict, detections: list[dict], iou_type: str, thin: Callable[[dict], bool] = is_thin
+) -> dict:
+    """AP, AP50 and per-class AP over all GT and over the GT that ``thin`` selects ("thin_*"),
+    in percent.
 
     ``gt`` is the COCO dataset dict, ``detections`` COCO results ("bbox" or "segmentation")."""
     names = {c["id"]: c["name"] for c in gt["categories"]}
     result: dict = {}
     if not detections:
         return {"AP": 0.0, "AP50": 0.0, "thin_AP": 0.0, "thin_AP50": 0.0, "per_class": {}}
-    coco_gt = _coco(_thin_marked(gt))
+    coco_gt = _coco(_thin_marked(gt, thin))
     with contextlib.redirect_stdout(io.StringIO()):
         coco_dt = coco_gt.loadRes(copy.deepcopy(detections))
         evaluator = COCOeval(coco_gt, coco_dt, iou_type)

@@ -120,8 +120,8 @@ def build_cfg(variant: str, spec: SharedSpec, data_dir: Path, output_dir: Path, 
     return benchmark_cfg(model, spec, data_dir, DATA_NAME, output_dir, device, keys)
 
 
-def evaluate(model: torch.nn.Module, cfg, gt: dict, inputs: list) -> dict:
-    """COCO box/mask AP (all, thin, per class), the loss breakdown and the median ms/image."""
+def detect(model: torch.nn.Module, gt: dict, inputs: list) -> tuple[list[dict], list[float]]:
+    """COCO results of ``model`` on ``inputs`` (``gt``'s category ids) and seconds per image."""
     id_map = {i: c["id"] for i, c in enumerate(gt["categories"])}
     model.eval()
     detections, seconds = [], []
@@ -133,6 +133,12 @@ def evaluate(model: torch.nn.Module, cfg, gt: dict, inputs: list) -> dict:
             for det in instances_to_coco_json(output, batch[0]["image_id"]):
                 det["category_id"] = id_map[det["category_id"]]
                 detections.append(det)
+    return detections, seconds
+
+
+def evaluate(model: torch.nn.Module, cfg, gt: dict, inputs: list) -> dict:
+    """COCO box/mask AP (all, thin, per class), the loss breakdown and the median ms/image."""
+    detections, seconds = detect(model, gt, inputs)
     has_masks = any("segmentation" in d for d in detections)
     box_dets = [{k: v for k, v in d.items() if k != "segmentation"} for d in detections]
     row = {
