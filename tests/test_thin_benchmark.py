@@ -157,3 +157,33 @@ def test_bars_have_their_exact_width_when_axis_aligned():
     assert mask.any(axis=1).sum() == 3 and mask.any(axis=0).sum() == 40
     mask = thin_shapes_data._bar_mask((64, 64), np.array([32.0, 32.0]), 40, 2, np.pi / 2)
     assert mask.any(axis=0).sum() == 2 and mask.any(axis=1).sum() == 40
+
+
+def test_readable_layout_draws_strokes_at_least_3_px_at_its_own_size(tmp_path):
+    layout = thin_shapes_data.READABLE
+    counts = {"val": 6}
+    path = thin_shapes_data.generate(tmp_path, counts, seed=1, layout=layout)["val"]
+    data = json.loads(path.read_text())
+    for image in data["images"]:
+        assert 192 <= image["width"] <= 224 and 192 <= image["height"] <= 224
+    per_image: dict[int, int] = {}
+    for ann in data["annotations"]:
+        per_image[ann["image_id"]] = per_image.get(ann["image_id"], 0) + 1
+    assert all(3 <= n <= 8 for n in per_image.values())
+    assert min(lo for lo, _ in layout.bar_widths.values()) >= 3
+    # The layout is part of what is_generated compares: the default layout's set is another.
+    assert thin_shapes_data.is_generated(tmp_path, counts, 1, layout)
+    assert not thin_shapes_data.is_generated(tmp_path, counts, 1)
+
+
+def test_thin_ap_follows_the_given_thin_rule():
+    """An exactly axis-aligned bar fills its box, so the default rule (fill < 25%) does not call
+    it thin; a rule by class does. With only the bar detected, the class rule's thin AP is 100
+    while the AP over both objects is not."""
+    gt, bar, _ = _dataset()
+    dets = [_det(bar, 1, 0.9)]
+    by_class = thin_metrics.coco_ap(gt, dets, "segm", thin=lambda a: a["category_id"] == 1)
+    assert by_class["thin_AP"] == pytest.approx(100.0)
+    assert by_class["AP"] < 100.0
+    by_fill = thin_metrics.coco_ap(gt, dets, "segm")
+    assert np.isnan(by_fill["thin_AP"])  # no GT is thin by the fill rule: no thin AP

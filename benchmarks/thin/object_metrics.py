@@ -50,19 +50,23 @@ def to_rle(segmentation, height: int, width: int) -> dict:
 
 
 def min_area_rectangle(mask: np.ndarray) -> tuple[float, float, float] | None:
-    """(long side, short side, angle of the long side in degrees, [0, 180)) of the minimum-area
-    rectangle around the mask's pixel squares; None for an empty mask."""
-    ys, xs = np.nonzero(mask)
-    if len(xs) == 0:
+    """(long side, short side, angle of the long side in degrees, [0, 180)) of the mask's
+    minimum-area rectangle; None for an empty mask.
+
+    The rectangle is that of the pixel centres; as in the upright cut-outs
+    (``retinamask_d2.visualization.cutouts``), an axis-aligned one gets a pixel on each side
+    (its centres lie half a pixel inside its edges), a tilted one not (its staircase's centres
+    lie about on them), so that a ``w``-px-wide bar measures ``w`` at any angle."""
+    points = cv2.findNonZero(mask.astype(np.uint8))
+    if points is None:
         return None
-    # Pixel squares' corners, so that a 1 px wide line has width 1, not 0.
-    corners = np.concatenate([np.stack([xs + dx, ys + dy], 1) for dx in (0, 1) for dy in (0, 1)])
-    points = cv2.boxPoints(cv2.minAreaRect(corners.astype(np.float32)))
-    edges = [points[1] - points[0], points[2] - points[1]]
+    corners = cv2.boxPoints(cv2.minAreaRect(points))
+    edges = [corners[1] - corners[0], corners[2] - corners[1]]
     lengths = [float(np.hypot(*e)) for e in edges]
     long_edge = edges[int(np.argmax(lengths))]
     angle = math.degrees(math.atan2(float(long_edge[1]), float(long_edge[0]))) % 180.0
-    return max(lengths), min(lengths), angle
+    edge = 1.0 if angle % 90.0 == 0.0 else 0.0
+    return max(lengths) + edge, min(lengths) + edge, angle
 
 
 def _fraction_inside(skeleton: np.ndarray, mask: np.ndarray) -> float | None:
