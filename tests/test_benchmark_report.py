@@ -257,3 +257,67 @@ def test_publish_fills_every_marker_of_the_doc_from_the_results(tmp_path):
     assert f"| RetinaMask | {report._ap_cell(retinamask, 'box')} |" in blocks["benchmarks"]
     for png in ("accuracy.png", "inference_cost.png", "thin_objects.png"):
         assert (results / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _oriented_row(variant: str, seed: int, thin: float, near_recall: float, ring: float) -> dict:
+    bins = {
+        key: {"objects": 10, "recall": near_recall if key == "0-10" else 1.0, "mask_iou": 0.8}
+        for key in ("0-10", "10-30", "30-45", "all")
+    }
+    classes = {"rod": thin, "ring": ring, "blob": 50.0}
+    return {
+        "variant": variant,
+        "seed": seed,
+        "box": {"AP": 40.0, "thin_AP": 30.0, "per_class": classes},
+        "mask": {"AP": 35.0, "thin_AP": thin, "per_class": classes},
+        "thin_by_angle": bins,
+    }
+
+
+def test_thin_oriented_targets_compare_rows_of_the_same_run():
+    rows = [
+        _oriented_row("retinamask_box", 0, 10.0, 0.5, 60.0),
+        _oriented_row("retinamask_box", 1, 12.0, 0.6, 60.0),
+        _oriented_row("retinamask_oriented", 0, 24.0, 0.7, 59.5),
+        _oriented_row("retinamask_oriented", 1, 20.0, 0.7, 58.0),
+        _oriented_row("mask_rcnn", 0, 16.0, 0.95, 60.0),
+        _oriented_row("mask_rcnn", 1, 16.0, 0.95, 60.0),
+    ]
+    result = {
+        "rows": rows,
+        "device": "CPU",
+        "spec": {
+            "fpn_channels": 64,
+            "head_convs": 2,
+            "mask_convs": 2,
+            "mask_dim": 64,
+            "ims_per_batch": 4,
+            "max_iter": 100,
+        },
+        "data": {
+            "train_images": 4,
+            "val_images": 2,
+            "layout": {"sides": [192, 224], "bar_widths": {"rod": [5, 8]}},
+            "statistics": {"gt": 20},
+        },
+    }
+    text = report.thin_oriented_markdown(result)
+    same = ["40.0 (40.0–40.0)", "35.0 (35.0–35.0)", "30.0 (30.0–30.0)"]
+    assert f"| RetinaMask, oriented mask RoIs | 2 | {' | '.join(same)} | 22.0 (20.0–24.0) |" in text
+    # 22 >= 2 x 11; 22 < 16 + 5; Mask R-CNN 16 >= 10; ring 58.75 vs 60: lost more than 1.
+    assert "| oriented thin mask AP ≥ 2 × the box default's | 22.0 vs 2 × 11.0 | met |" in text
+    assert "| oriented thin mask AP ≥ Mask R-CNN's + 5 | 22.0 vs 16.0 + 5 | **missed** |" in text
+    assert "| Mask R-CNN's thin mask AP ≥ 10 (the benchmark reads) | 16.0 | met |" in text
+    assert "| ring mask AP within 1 of the box default's | 58.8 vs 60.0 | **missed** |" in text
+    assert "| blob mask AP within 1 of the box default's | 50.0 vs 50.0 | met |" in text
+    # Near-axis recall: the best RetinaMask row (not Mask R-CNN's 0.95) against 90%.
+    assert "(best: RetinaMask, oriented mask RoIs) | 0.70 | **missed** |" in text
+    assert "| RetinaMask, oriented mask RoIs | +10.0 [+14.0, +6.0] | +10.0 [+14.0, +6.0] |" in text
+
+
+def test_committed_doc_holds_the_blocks_of_the_committed_results():
+    """docs/benchmarks.md is what ``python -m benchmarks.report`` writes from the committed
+    results: no generated block is stale or cut short."""
+    text = report.DOC.read_text(encoding="utf-8")
+    for marker, body in report.blocks(report.RESULTS_DIR).items():
+        assert f"<!-- generated:{marker} -->\n{body.strip()}\n<!-- /generated:{marker} -->" in text
