@@ -622,25 +622,28 @@ def thin_markdown(result: dict) -> str:
 
 
 def _thin_per_class(groups: dict, order: list) -> list[str]:
+    named = [(thin_name(key), groups[key]) for key in order if key[1] in ("", "mask_nms")]
+    return per_class_table(named)
+
+
+def per_class_table(named: list[tuple[str, list[dict]]]) -> list[str]:
+    """Mask AP per class (box AP for a model without masks) of each (name, seed rows)."""
     classes = next(
         (
-            list(g[0]["mask"]["per_class"])
-            for g in groups.values()
-            if "per_class" in g[0].get("mask", {})
+            list(rows[0]["mask"]["per_class"])
+            for _, rows in named
+            if "per_class" in rows[0].get("mask", {})
         ),
         None,
     )
     if classes is None:
         return []
-    rows = []
-    for key in order:
-        if key[1] in ("", "mask_nms"):
-            task = "mask" if values(groups[key], "mask.AP") else "box"
-            rows.append(
-                [thin_name(key)] + [_cell(groups[key], f"{task}.per_class.{c}") for c in classes]
-            )
+    lines = []
+    for name, rows in named:
+        task = "mask" if values(rows, "mask.AP") else "box"
+        lines.append([name] + [_cell(rows, f"{task}.per_class.{c}") for c in classes])
     header = "| Model | " + " | ".join(classes) + " |"
-    return ["", "Mask AP per class (box AP for RetinaNet):", ""] + table(header, rows)
+    return ["", "Mask AP per class (box AP for RetinaNet):", ""] + table(header, lines)
 
 
 def _thin_breakdown(groups: dict, order: list) -> list[str]:
@@ -801,7 +804,8 @@ def thin_oriented_markdown(result: dict) -> str:
         "| recall 0–10° |",
         rows,
     )
-    lines += _oriented_by_angle(groups, order) + _oriented_per_class(groups, order)
+    lines += _oriented_by_angle(groups, order)
+    lines += per_class_table([(ORIENTED_NAMES[v], groups[v]) for v in order])
     lines += _oriented_differences(groups) + _oriented_targets(groups)
     return "\n".join(lines) + "\n"
 
@@ -844,22 +848,6 @@ def _oriented_by_angle(groups: dict, order: list) -> list[str]:
         "| width error | angle error | split |"
     )
     return lines + table(header, rows)
-
-
-def _oriented_per_class(groups: dict, order: list) -> list[str]:
-    classes = next(
-        (list(g[0]["mask"]["per_class"]) for g in groups.values() if "mask" in g[0]), None
-    )
-    if classes is None:
-        return []
-    rows = []
-    for v in order:
-        task = "mask" if values(groups[v], "mask.AP") else "box"
-        rows.append(
-            [ORIENTED_NAMES[v]] + [_cell(groups[v], f"{task}.per_class.{c}") for c in classes]
-        )
-    header = "| Model | " + " | ".join(classes) + " |"
-    return ["", "Mask AP per class (box AP for RetinaNet):", ""] + table(header, rows)
 
 
 def _oriented_differences(groups: dict) -> list[str]:

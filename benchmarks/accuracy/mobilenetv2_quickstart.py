@@ -48,7 +48,9 @@ VARIANTS_OF = {
         ["MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS", "[[0.2,0.5,1.0,2.0,5.0]]"],
     ),
 }
+VARIANTS_OF["mnv2_imagenet_oriented"] = ("mnv2_imagenet", ["MODEL.RETINAMASK.MASK_ROI", "oriented"])
 LABELS["mnv2_imagenet_ratios"] = "MobileNetV2, ImageNet, anchor ratios 0.2–5 (thin config's)"
+LABELS["mnv2_imagenet_oriented"] = "MobileNetV2, ImageNet, oriented mask RoIs"
 MODELS = [*CONFIGS, *VARIANTS_OF]
 RESULTS = RESULTS_DIR / "mobilenetv2_quickstart.json"
 VARIANTS = RESULTS_DIR / "quickstart_variants.json"
@@ -176,7 +178,7 @@ def train(args: argparse.Namespace) -> None:
     if "budget" not in result:
         sys.exit(f"{RESULTS} has no budget: run `{Path(__file__).name} budget` first")
     mnv2 = result["budget"]["mnv2_iterations"]
-    iterations = {"r18_scratch": 1200, "mnv2_imagenet": mnv2, "mnv2_imagenet_ratios": mnv2}
+    iterations = {"r18_scratch": 1200, **{name: mnv2 for name in MODELS if name != "r18_scratch"}}
     runs = []
     for seed in args.seeds:
         for name in args.models:
