@@ -84,8 +84,9 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--upright",
         action="store_true",
-        help="with --cutouts: turn each instance so that the long side of its mask's "
-        "minimum-area rectangle is horizontal, cropped tight (a tilted bar becomes a strip)",
+        help="with --cutouts: turn each instance so that its long axis is horizontal, cropped "
+        "tight (a tilted bar becomes a strip): the model's angle with MASK_ROI oriented, else "
+        "the long side of the mask's minimum-area rectangle",
     )
     parser.add_argument(
         "--class-agnostic",

@@ -24,6 +24,7 @@ from retinamask_d2.modeling import RetinaMask
 from retinamask_d2.modeling.mask_branch import MASK_THRESHOLD
 
 __all__ = [
+    "FRAMES_OUTPUT",
     "ONNX_OPSET",
     "OUTPUT_NAMES",
     "ExportableRetinaMask",
@@ -31,10 +32,13 @@ __all__ = [
     "export_onnx",
     "export_torchscript",
     "inference_settings",
+    "output_names",
 ]
 
 INPUT_NAME = "image"
 OUTPUT_NAMES = ("boxes", "scores", "classes", "masks")
+# The fifth output of a model with oriented mask RoIs that predicts masks (see output_names).
+FRAMES_OUTPUT = "frames"
 # The lowest opset with GridSample (16) and RoiAlign's half-pixel (aligned) coordinates (16).
 ONNX_OPSET = 17
 
@@ -52,7 +56,10 @@ class ExportableRetinaMask(nn.Module):
     detections (the model's top ``TEST_TOPK_MASKS`` that score at least
     ``TEST_MASK_SCORE_THRESH``; the other N - K have no mask, as the eager model's empty masks
     say). These are the eager model's ``pred_boxes``, ``scores``, ``pred_classes`` and
-    ``pred_masks[:K]`` for the same image: both come from :meth:`RetinaMask.detect`.
+    ``pred_masks[:K]`` for the same image: both come from :meth:`RetinaMask.detect`. A model
+    with oriented mask RoIs (``MASK_ROI: "oriented"``, ``TEST_TOPK_MASKS`` > 0) has a fifth
+    output, ``frames`` (N, 5) float: the eager model's ``pred_frames`` (see
+    :func:`output_names`).
     """
 
     def __init__(self, model: RetinaMask):
@@ -71,7 +78,7 @@ class ExportableRetinaMask(nn.Module):
         # Exporters restore the training flag they found: keep the wrapper's off like the model's.
         self.eval()
 
-    def forward(self, image: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def forward(self, image: Tensor) -> tuple[Tensor, ...]:
         model = self.model
         chw = image.permute(2, 0, 1).to(model.pixel_mean.dtype)
         images = model.preprocess_image([{"image": chw}])
@@ -83,7 +90,19 @@ class ExportableRetinaMask(nn.Module):
         if masked is None:  # box-only inference
             height, width = images.image_sizes[0]
             return boxes, scores, classes, image.new_zeros((0, height, width), dtype=torch.bool)
+        if masked.has("pred_frames"):  # oriented mask RoIs: every part has them
+            frames = torch.cat([k.pred_frames for k in kept])
+            return boxes, scores, classes, masked.pred_masks, frames
         return boxes, scores, classes, masked.pred_masks
+
+
+def output_names(model: RetinaMask) -> tuple[str, ...]:
+    """The exported file's outputs, in order: :data:`OUTPUT_NAMES`, then :data:`FRAMES_OUTPUT`
+    for a model with oriented mask RoIs that predicts masks (the eager model's ``pred_frames``:
+    (N, 5) cx, cy, w, h, theta at the input's size)."""
+    if model.mask_branch.frame_head is not None and model.test_topk_masks > 0:
+        return (*OUTPUT_NAMES, FRAMES_OUTPUT)
+    return OUTPUT_NAMES
 
 
 def export_torchscript(
@@ -113,6 +132,7 @@ def export_onnx(model: RetinaMask, sample: Tensor, path: str | Path) -> None:
     (score thresholding, NMS) symbolic, where ``torch.export`` would need each of them declared.
     The file is then checked with ``onnx.checker`` (types and shapes included).
     """
+    names = output_names(model)
     dims = {
         INPUT_NAME: {0: "height", 1: "width"},
         "boxes": {0: "detections"},
@@ -120,6 +140,8 @@ def export_onnx(model: RetinaMask, sample: Tensor, path: str | Path) -> None:
         "classes": {0: "detections"},
         "masks": {0: "masked", 1: "height", 2: "width"},
     }
+    if FRAMES_OUTPUT in names:
+        dims[FRAMES_OUTPUT] = {0: "detections"}
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         torch.onnx.export(
@@ -129,7 +151,7 @@ def export_onnx(model: RetinaMask, sample: Tensor, path: str | Path) -> None:
             dynamo=False,
             opset_version=ONNX_OPSET,
             input_names=[INPUT_NAME],
-            output_names=list(OUTPUT_NAMES),
+            output_names=list(names),
             dynamic_axes=dims,
         )
     import onnx  # the export extra; checked here so that a malformed graph fails at export
@@ -164,6 +186,22 @@ def describe(cfg: CfgNode, model: RetinaMask, format: str, file_name: str) -> di
     outputs, the preprocessing inside it and the resize expected before it, the inference
     settings it holds (:func:`inference_settings`), the class names."""
     masked = "masked" if model.test_topk_masks > 0 else 0
+    outputs = [
+        {"name": "boxes", "shape": ["detections", 4], "dtype": "float32", "layout": "XYXY"},
+        {"name": "scores", "shape": ["detections"], "dtype": "float32"},
+        {"name": "classes", "shape": ["detections"], "dtype": "int64"},
+        {"name": "masks", "shape": [masked, "height", "width"], "dtype": "bool"},
+    ]
+    if FRAMES_OUTPUT in output_names(model):
+        outputs.append(
+            {
+                "name": FRAMES_OUTPUT,
+                "shape": ["detections", 5],
+                "dtype": "float32",
+                "layout": "cx, cy, w, h, theta: rotated rectangles in pixels, w >= h, theta in "
+                "radians in [-pi/2, pi/2) from the x axis towards the y axis (down)",
+            }
+        )
     return {
         "file": file_name,
         "format": format,
@@ -178,12 +216,7 @@ def describe(cfg: CfgNode, model: RetinaMask, format: str, file_name: str) -> di
                 "channel_order": cfg.INPUT.FORMAT,
             }
         ],
-        "outputs": [
-            {"name": "boxes", "shape": ["detections", 4], "dtype": "float32", "layout": "XYXY"},
-            {"name": "scores", "shape": ["detections"], "dtype": "float32"},
-            {"name": "classes", "shape": ["detections"], "dtype": "int64"},
-            {"name": "masks", "shape": [masked, "height", "width"], "dtype": "bool"},
-        ],
+        "outputs": outputs,
         "preprocessing_inside": {
             "normalisation": "(image - pixel_mean) / pixel_std, per channel in channel_order",
             "pixel_mean": [float(v) for v in cfg.MODEL.PIXEL_MEAN],

@@ -9,7 +9,8 @@ Writes ``model.ts`` (TorchScript) or ``model.onnx`` into ``--output``, each with
 resize expected before it, the inference settings it holds, class names): both formats can be
 exported into one folder. Existing files are replaced only with ``--overwrite``.
 The exported file takes one (H, W, 3) uint8 image and returns boxes, scores, classes and masks at
-that image's size; see docs/export.md for running it with torch or onnxruntime only.
+that image's size (and frames, with MASK_ROI "oriented"); see docs/export.md for running it with
+torch or onnxruntime only.
 Modelled on detectron2's ``tools/deploy/export_model.py``.
 """
 

@@ -1,6 +1,7 @@
 """A tiny RetinaMask that detects on random images, and how its exported outputs are compared with
 its eager ones."""
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -84,11 +85,22 @@ def matching(boxes, scores, classes, instances, box_tol=1e-3, score_tol=1e-4) ->
 def assert_same_results(outputs, instances) -> None:
     """The equality the export promises: same count; each detection's class, score (within
     1e-4) and box (within 1e-3 px) those of one eager detection; each mask's IoU with that
-    detection's eager mask >= 0.99; the eager masks of the detections without one empty."""
-    boxes, scores, classes, masks = (torch.as_tensor(np.asarray(o)) for o in outputs)
+    detection's eager mask >= 0.99; the eager masks of the detections without one empty; a
+    fifth output, ``frames``, exactly when the eager instances have ``pred_frames`` (oriented
+    mask RoIs), each detection's within 1e-3 (px and radians, the angle modulo pi) of its
+    eager detection's."""
+    boxes, scores, classes, masks, *frames = (torch.as_tensor(np.asarray(o)) for o in outputs)
     assert len(boxes) == len(instances)
     assert masks.dtype == torch.bool and masks.shape[1:] == instances.image_size
     order = matching(boxes, scores, classes, instances)
+    assert len(frames) == int(instances.has("pred_frames"))
+    if frames:
+        (frames,) = frames
+        expected = instances.pred_frames[order]
+        assert frames.shape == expected.shape == (len(boxes), 5)
+        torch.testing.assert_close(frames[:, :4], expected[:, :4], atol=1e-3, rtol=0)
+        turn = torch.remainder(frames[:, 4] - expected[:, 4] + math.pi / 2, math.pi) - math.pi / 2
+        assert turn.abs().max() <= 1e-3 if len(turn) else True
     if not instances.has("pred_masks"):  # box-only inference
         assert len(masks) == 0
         return

@@ -1,6 +1,7 @@
 """The demo's outputs from hand-made Instances: cut-outs, COCO results and the drawing."""
 
 import json
+import math
 
 import numpy as np
 import pycocotools.mask as mask_util
@@ -164,3 +165,19 @@ def test_small_images_are_drawn_enlarged_by_a_whole_factor(height, width, factor
     drawing = draw_instances(image, empty, Metadata())
     assert drawing.shape == (height * factor, width * factor, 3)
     assert drawing[: height * factor // 2 - 1].min() == 255 and drawing[-1].max() == 0
+
+
+def test_coco_results_carry_the_frame_in_degrees_when_the_instances_have_one(
+    three_instances, metadata
+):
+    assert all("frame" not in r for r in coco_results(three_instances, 1, "a.png", metadata))
+    three_instances.pred_frames = torch.tensor(
+        [[4.5, 3.5, 3.0, 3.0, 0.0], [2.0, 2.0, 5.0, 1.0, math.pi / 6], [11.0, 9.0, 2, 1, -1.5]]
+    )
+    results = coco_results(three_instances, 1, "a.png", metadata)
+    assert [r["frame"] for r in results] == [
+        pytest.approx([4.5, 3.5, 3.0, 3.0, 0.0]),
+        pytest.approx([2.0, 2.0, 5.0, 1.0, 30.0], abs=1e-5),
+        pytest.approx([11.0, 9.0, 2.0, 1.0, -85.943669], abs=1e-5),
+    ]
+    json.dumps(results)  # plain floats

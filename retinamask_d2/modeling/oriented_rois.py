@@ -165,9 +165,17 @@ def finish_frames(
     angle in [-pi/2, pi/2); a rectangle whose long side is below ``min_elongation`` times its
     short side (or not ``valid``) is replaced by its object's box, angle 0: a near-square object
     has no direction to follow. Returns the frames and whether each is elongated."""
-    cx, cy, w, h, theta = fitted.unbind(1)
+    fitted = normalise_frames(fitted)
+    elongated = valid & (fitted[:, 2] >= min_elongation * fitted[:, 3].clamp(min=1e-6))
+    return torch.where(elongated[:, None], fitted, box_frames(boxes)), elongated
+
+
+def normalise_frames(frames: Tensor) -> Tensor:
+    """``frames`` (N, 5) as frames are kept: turned a quarter where ``w < h`` (sides swapped),
+    angle wrapped into [-pi/2, pi/2). The same rectangles."""
+    cx, cy, w, h, theta = frames.unbind(1)
     turn = w < h
-    fitted = torch.stack(
+    return torch.stack(
         [
             cx,
             cy,
@@ -177,8 +185,34 @@ def finish_frames(
         ],
         dim=1,
     )
-    elongated = valid & (fitted[:, 2] >= min_elongation * fitted[:, 3].clamp(min=1e-6))
-    return torch.where(elongated[:, None], fitted, box_frames(boxes)), elongated
+
+
+def scale_frames(frames: Tensor, scale: tuple) -> Tensor:
+    """``frames`` (N, 5) of an image seen ``scale`` = (sx, sy) times larger: centres scaled per
+    axis; the long side's direction (cos t, sin t) becomes (sx cos t, sy sin t), which gives the
+    new angle, and each side is multiplied by the length its direction takes on (the short
+    side's, (-sin t, cos t), becomes (-sx sin t, sy cos t)); then :func:`normalise_frames`.
+
+    Exact for a uniform scale (sx = sy). Otherwise a tilted rectangle becomes a parallelogram,
+    and this is the rectangle of its scaled long axis with its sides' scaled lengths: close while
+    sx and sy are close, as resizing for the model keeps them (detectron2's
+    ``ResizeShortestEdge`` keeps the aspect ratio up to the rounding of a side). ``sx`` and
+    ``sy`` may be 0-d tensors (while tracing)."""
+    sx, sy = scale
+    cos, sin = frames[:, 4].cos(), frames[:, 4].sin()
+    along_x, along_y = cos * sx, sin * sy
+    across_x, across_y = -sin * sx, cos * sy
+    scaled = torch.stack(
+        [
+            frames[:, 0] * sx,
+            frames[:, 1] * sy,
+            frames[:, 2] * torch.sqrt(along_x**2 + along_y**2),
+            frames[:, 3] * torch.sqrt(across_x**2 + across_y**2),
+            torch.atan2(along_y, along_x),
+        ],
+        dim=1,
+    )
+    return normalise_frames(scaled)
 
 
 def _masked_extent(values: Tensor, inside: Tensor) -> tuple[Tensor, Tensor]:
@@ -192,8 +226,10 @@ def _masked_extent(values: Tensor, inside: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def _wrap_angle(theta: Tensor) -> Tensor:
-    """``theta`` in [-pi/2, pi/2): a frame turned by half a turn is the same frame."""
-    return torch.remainder(theta + math.pi / 2, math.pi) - math.pi / 2
+    """``theta`` in [-pi/2, pi/2): a frame turned by half a turn is the same frame. (A float
+    remainder just below pi can round to pi itself: that end is turned back by pi.)"""
+    wrapped = torch.remainder(theta + math.pi / 2, math.pi) - math.pi / 2
+    return torch.where(wrapped >= math.pi / 2, wrapped - math.pi, wrapped)
 
 
 def pad_frames(

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from .atss_matcher import atss_label_anchors
 from .mask_branch import RetinaMaskBranch
 from .mask_nms import mask_nms
+from .oriented_rois import box_frames, normalise_frames, scale_frames
 from .retinanet_head import retinanet_arguments
 from .smooth_l1 import SelfAdjustingSmoothL1Loss
 
@@ -156,7 +157,10 @@ class RetinaMask(RetinaNet):
 
     def forward(self, batched_inputs: list[dict[str, Tensor]]):
         """Same inputs and outputs as detectron2's RetinaNet, plus ``loss_mask`` in training
-        and ``pred_masks`` (pasted at the requested output size) in inference.
+        and ``pred_masks`` (pasted at the requested output size) in inference; with oriented
+        mask RoIs (``MASK_ROI: "oriented"``) also ``pred_frames`` (N, 5) wherever there are
+        ``pred_masks``: each detection's frame (cx, cy, w, h, theta) at that size, that of its box
+        for the detections without a mask.
 
         Overrides ``DenseDetector.forward`` because that one passes on only the box head's
         features, while the mask branch needs its own (P3-P5 by default).
@@ -273,7 +277,11 @@ class RetinaMask(RetinaNet):
     def masked_results(self, masked: Instances, height: int, width: int) -> Instances:
         """``masked`` (``pred_masks`` (K, 1, M, M) probabilities, from the mask branch) at the
         output size: ``detector_postprocess``'s boxes, the masks pasted by the mask branch,
-        then, with mask NMS, without their mask-IoU duplicates."""
+        then, with mask NMS, without their mask-IoU duplicates.
+
+        With oriented mask RoIs, also ``pred_frames`` (K, 5): the frame each mask was predicted
+        in (``mask_frames``, padded as the frame head pads) at the output size (see
+        ``oriented_rois.scale_frames``), set before mask NMS so that it indexes them along."""
         fields = {k: v for k, v in masked.get_fields().items() if k != "pred_masks"}
         scale = (width / masked.image_size[1], height / masked.image_size[0])
         # Under another name the M x M masks follow the box filtering without being pasted.
@@ -282,7 +290,8 @@ class RetinaMask(RetinaNet):
         )
         output.pred_masks = self.mask_branch.paste(output.mask_probs, output, scale)
         output.remove("mask_probs")
-        if output.has("mask_frames"):  # in the model's input pixels; not an output
+        if output.has("mask_frames"):  # in the model's input pixels: output at the output size
+            output.pred_frames = scale_frames(output.mask_frames, scale)
             output.remove("mask_frames")
         return self._suppress_by_mask(output)
 
@@ -290,8 +299,14 @@ class RetinaMask(RetinaNet):
         self, unmasked: Instances, masked: Instances, height: int, width: int
     ) -> Instances:
         """``unmasked`` at the output size, without masks; with mask NMS, without those that
-        box NMS removes (see :meth:`_suppress_unmasked`) against the kept ``masked``."""
-        return self._suppress_unmasked(detector_postprocess(unmasked, height, width), masked)
+        box NMS removes (see :meth:`_suppress_unmasked`) against the kept ``masked``. When
+        ``masked`` has ``pred_frames`` (oriented mask RoIs), each of these gets its box's frame,
+        so that every instance of the joined results has one (as every frame, with ``w >= h``:
+        angle 0 for a wide box, -pi/2 for a tall one)."""
+        rest = detector_postprocess(unmasked, height, width)
+        if masked.has("pred_frames"):
+            rest.pred_frames = normalise_frames(box_frames(rest.pred_boxes.tensor))
+        return self._suppress_unmasked(rest, masked)
 
     def _suppress_by_mask(self, masked: Instances) -> Instances:
         """``masked`` (pasted masks) without its mask-IoU duplicates, when mask NMS is on; a pair
