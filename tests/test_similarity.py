@@ -10,7 +10,7 @@ import torchvision
 from detectron2.data.catalog import Metadata
 from detectron2.structures import Boxes, Instances
 
-from retinamask_d2.similarity.crops import NEUTRAL_GREY, crop_object
+from retinamask_d2.similarity.crops import NEUTRAL_GREY, crop_object, instance_crops
 from retinamask_d2.similarity.embedders import HandcraftedEmbedder, shape_descriptors
 from retinamask_d2.similarity.index import ObjectIndex, _upright_rgba
 from tests.common import REPO_ROOT, get_tiny_cfg, load_script, noise_image
@@ -267,8 +267,8 @@ def test_maskpool_index_stores_the_models_own_embeddings(model_dir, tmp_path):
 def test_cutout_made_from_the_upright_crop_equals_the_demos_upright_cutout():
     image, mask = _striped_bar_image(25.0)
     crop = crop_object(image, mask, _box_of(mask), "upright")
-    from_crop, angle = _upright_rgba(image, mask, crop)
-    made_here, angle_here = _upright_rgba(image, mask, None)
+    from_crop, angle = _upright_rgba(image, mask, crop, None)
+    made_here, angle_here = _upright_rgba(image, mask, None, None)
     assert np.array_equal(from_crop, made_here) and angle == angle_here
 
 
@@ -286,3 +286,20 @@ def test_pretrained_embedder_runs_the_imagenet_weights_as_shipped():
     image = torch.randn(1, 3, 96, 128)
     with torch.no_grad():
         assert torch.equal(features(image), reference(image))
+
+
+def test_upright_crops_follow_the_models_frame_angle_when_the_instances_have_one():
+    """With ``pred_frames`` (oriented mask RoIs) the upright crop turns by the frame's angle, not
+    the mask's: the 25° bar's own angle lays it flat; a frame saying 0° leaves it tilted, so its
+    crop is much taller than the bar is wide."""
+    image, mask = _striped_bar_image(25.0)
+    x0, y0, x1, y1 = _box_of(mask)
+    instances = Instances(mask.shape, pred_masks=torch.from_numpy(mask)[None])
+    instances.pred_boxes = Boxes(torch.tensor([[x0, y0, x1, y1]], dtype=torch.float32))
+    (by_mask,), _ = instance_crops(image, instances, "upright")
+    own = np.radians(by_mask.angle)
+    for angle, flat in ((own, True), (0.0, False)):
+        instances.pred_frames = torch.tensor([[0.0, 0.0, 1.0, 1.0, angle]])
+        (crop,), kept = instance_crops(image, instances, "upright")
+        assert kept == [0] and crop.angle == pytest.approx(np.degrees(angle))
+        assert (crop.rgb.shape[0] <= by_mask.rgb.shape[0] + 1) == flat

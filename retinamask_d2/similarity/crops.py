@@ -2,8 +2,9 @@
 
 ``box`` is what box-based tools embed (the detection's box, background included); ``box+context``
 the box grown by a margin; ``mask`` the object's pixels only, on a neutral background, in its
-mask's bounding box; ``upright`` the same turned so that the long side of the mask's
-minimum-area rectangle is horizontal (:func:`~retinamask_d2.visualization.cutouts.upright_cutout`).
+mask's bounding box; ``upright`` the same turned so that its long axis is horizontal
+(:func:`~retinamask_d2.visualization.cutouts.upright_cutout`): the model's own axis where the
+instances have ``pred_frames`` (oriented mask RoIs), the mask's minimum-area rectangle's else.
 Comparing one embedder across the four modes separates what background removal and uprighting
 each contribute.
 """
@@ -13,8 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from detectron2.structures import Instances
 
-from retinamask_d2.visualization.cutouts import upright_cutout
+from retinamask_d2.visualization.cutouts import frame_angles, upright_cutout
 
 CROP_MODES = ("box", "box+context", "mask", "upright")
 # Grey of the background that replaces everything outside the mask: the middle of the range,
@@ -35,11 +37,16 @@ class ObjectCrop:
 
 
 def crop_object(
-    image_rgb: np.ndarray, mask: np.ndarray, box: np.ndarray | tuple, mode: str
+    image_rgb: np.ndarray,
+    mask: np.ndarray,
+    box: np.ndarray | tuple,
+    mode: str,
+    angle: float | None = None,
 ) -> ObjectCrop | None:
     """The crop of the object with ``mask`` ((H, W) bool) and ``box`` (x0, y0, x1, y1 pixels)
     in ``image_rgb`` ((H, W, 3) uint8) for crop ``mode``; None when nothing is left (an empty
-    mask in mask modes, a box of no pixel in box modes)."""
+    mask in mask modes, a box of no pixel in box modes). ``angle`` (degrees, ``upright`` only):
+    the object's long axis, as ``upright_cutout`` takes it; None: its mask's."""
     if mode not in CROP_MODES:
         raise ValueError(f"crop mode must be one of {CROP_MODES}, got {mode!r}")
     height, width = mask.shape
@@ -63,20 +70,24 @@ def crop_object(
         rgb = np.full((r1 - r0, c1 - c0, 3), NEUTRAL_GREY, dtype=np.uint8)
         rgb[valid] = image_rgb[r0:r1, c0:c1][valid]
         return ObjectCrop(rgb, valid.copy())
-    rgba, angle = upright_cutout(image_rgb[r0:r1, c0:c1], mask[r0:r1, c0:c1])
+    rgba, angle = upright_cutout(image_rgb[r0:r1, c0:c1], mask[r0:r1, c0:c1], angle)
     valid = rgba[..., 3] > 0
     rgb = np.where(valid[..., None], rgba[..., :3], np.uint8(NEUTRAL_GREY))
     return ObjectCrop(np.ascontiguousarray(rgb), valid, angle)
 
 
 def instance_crops(
-    image_rgb: np.ndarray, masks: np.ndarray, boxes: np.ndarray, mode: str
+    image_rgb: np.ndarray, instances: Instances, mode: str
 ) -> tuple[list[ObjectCrop], list[int]]:
-    """The ``mode`` crops of the instances with ``masks`` ((N, H, W) bool) and ``boxes`` (N, 4)
-    whose mask has a pixel, and their positions among the instances."""
+    """The ``mode`` crops of the ``instances`` (on the CPU, at the image's size) whose mask has
+    a pixel, and their positions among the instances. Upright crops follow ``pred_frames``'
+    angles when the instances have them."""
+    masks = np.asarray(instances.pred_masks, dtype=bool)
+    boxes = instances.pred_boxes.tensor.numpy()
+    angles = frame_angles(instances)
     crops, kept = [], []
     for i, (mask, box) in enumerate(zip(masks, boxes)):
-        crop = crop_object(image_rgb, mask, box, mode) if mask.any() else None
+        crop = crop_object(image_rgb, mask, box, mode, angles[i]) if mask.any() else None
         if crop is not None:
             crops.append(crop)
             kept.append(i)

@@ -61,9 +61,7 @@ class ObjectFinder:
         their positions among the instances."""
         rgb = self._read_rgb(str(path))
         instances = self._predict(rgb)
-        masks = np.asarray(instances.pred_masks, dtype=bool)
-        boxes = instances.pred_boxes.tensor.numpy()
-        crops, kept = instance_crops(rgb, masks, boxes, self.crop_mode)
+        crops, kept = instance_crops(rgb, instances, self.crop_mode)
         upright = self.crop_mode == "upright"
         vectors = self.embedder.embed(crops, upright, instances, kept) if crops else None
         return instances, vectors, kept

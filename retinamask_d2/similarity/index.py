@@ -27,7 +27,7 @@ import pycocotools.mask as mask_util
 from detectron2.structures import Instances
 
 from retinamask_d2.data.classes import class_name
-from retinamask_d2.visualization.cutouts import upright_cutout
+from retinamask_d2.visualization.cutouts import frame_angles, upright_cutout
 
 from .crops import CROP_MODES, ObjectCrop, instance_crops
 
@@ -172,13 +172,15 @@ class ObjectIndex:
     def _objects_of(self, key, digest, rgb, instances, embed, crop_mode, metadata):
         masks = np.asarray(instances.pred_masks, dtype=bool)
         boxes = instances.pred_boxes.tensor.numpy()
-        crops, kept = instance_crops(rgb, masks, boxes, crop_mode)
+        angles = frame_angles(instances)
+        crops, kept = instance_crops(rgb, instances, crop_mode)
         vectors = embed(crops, crop_mode == "upright", instances, kept) if crops else []
         (self.folder / CUTOUT_DIR).mkdir(parents=True, exist_ok=True)
         added = []
         for i, crop, vector in zip(kept, crops, vectors):
             object_id = f"{digest[:12]}:{i}"
-            rgba, angle = _upright_rgba(rgb, masks[i], crop if crop_mode == "upright" else None)
+            upright = crop if crop_mode == "upright" else None
+            rgba, angle = _upright_rgba(rgb, masks[i], upright, angles[i])
             cutout = self.folder / CUTOUT_DIR / f"{object_id.replace(':', '_')}.png"
             # Fast PNG compression: the files are for looking at, and writing them is a large
             # part of what indexing adds to prediction (benchmarks/objects/index_speed.py).
@@ -313,16 +315,18 @@ class ObjectIndex:
         return sorted((g for g in groups.values() if len(g) > 1), key=len, reverse=True)
 
 
-def _upright_rgba(rgb: np.ndarray, mask: np.ndarray, upright: ObjectCrop | None):
+def _upright_rgba(
+    rgb: np.ndarray, mask: np.ndarray, upright: ObjectCrop | None, angle: float | None
+):
     """The object's upright RGBA cut-out and its angle: from its ``upright`` crop when the index
-    embeds upright crops (already made), else made here."""
+    embeds upright crops (already made), else made here along ``angle`` (None: the mask's)."""
     if upright is not None:
         alpha = np.where(upright.valid, np.uint8(255), np.uint8(0))
         colour = np.where(upright.valid[..., None], upright.rgb, np.uint8(0))
         return np.dstack([colour, alpha]), upright.angle
     rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
     y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
-    return upright_cutout(rgb[y0:y1, x0:x1], mask[y0:y1, x0:x1])
+    return upright_cutout(rgb[y0:y1, x0:x1], mask[y0:y1, x0:x1], angle)
 
 
 def _replace(path: Path, write: Callable) -> None:

@@ -53,9 +53,7 @@ def make_cutouts(
     masks = np.asarray(instances.pred_masks, dtype=bool)
     classes = instances.pred_classes.tolist()
     scores = instances.scores.tolist()
-    angles: list[float | None] = [None] * len(masks)
-    if upright and instances.has("pred_frames"):
-        angles = np.degrees(np.asarray(instances.pred_frames, dtype=np.float64)[:, 4]).tolist()
+    angles = frame_angles(instances)
     cutouts = []
     for index, (mask, class_id, score) in enumerate(zip(masks, classes, scores)):
         rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
@@ -72,6 +70,14 @@ def make_cutouts(
             rgba, angle = upright_cutout(image_rgb[y0:y1, x0:x1], crop_mask, angles[index])
         cutouts.append(Cutout(index, class_name(metadata, class_id), score, box, rgba, angle))
     return cutouts
+
+
+def frame_angles(instances: Instances) -> list[float | None]:
+    """Each instance's long axis in degrees, as :func:`upright_cutout` takes it: its
+    ``pred_frames`` angle (oriented mask RoIs), None (the mask's own) without that field."""
+    if not instances.has("pred_frames"):
+        return [None] * len(instances)
+    return np.degrees(np.asarray(instances.pred_frames, dtype=np.float64)[:, 4]).tolist()
 
 
 def upright_cutout(
