@@ -747,6 +747,7 @@ ORIENTED_NAMES = {
     "retinamask_box": "RetinaMask, box mask RoIs (the default)",
     "retinamask_oriented": "RetinaMask, oriented mask RoIs",
     "retinamask_oriented_atss": "RetinaMask, oriented mask RoIs + ATSS",
+    "retinamask_oriented_wide": "RetinaMask, oriented mask RoIs ≥ ¼ as wide as long",
     "retinanet": "RetinaNet (d2)",
     "mask_rcnn": "Mask R-CNN (d2)",
 }
