@@ -60,6 +60,11 @@ VARIANTS: dict[str, tuple[str, dict]] = {
         "retinamask_p2",
         {**ORIENTED, "MODEL.RETINAMASK.ATSS.ENABLED": True},
     ),
+    # Frames at least a quarter of their length wide: tolerate angle errors up to 17 degrees.
+    "retinamask_oriented_wide": (
+        "retinamask_p2",
+        {**ORIENTED, "MODEL.RETINAMASK.ORIENTED.MIN_WIDTH_RATIO": 0.25},
+    ),
 }
 MAIN = ("retinamask_box", "retinamask_oriented", "retinanet", "mask_rcnn")
 SPEC = SharedSpec(image_size=224, max_iter=600, warmup_iters=50, anchor_size=16, base_lr=0.01)
