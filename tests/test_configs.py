@@ -71,7 +71,8 @@ def test_config_builds_a_model_that_infers_and_trains_a_step(path):
         losses = model.train()([{"image": torch.rand(3, 64, 64) * 255, "instances": inst}])
         assert storage.latest()["retinamask/num_mask_rois"][0] > 1  # detections, not only GT
     dice = {"loss_mask_dice"} if cfg.MODEL.RETINAMASK.MASK_DICE_WEIGHT else set()
-    assert set(losses) == {"loss_cls", "loss_box_reg", "loss_mask"} | dice
+    frame = {"loss_mask_frame"} if cfg.MODEL.RETINAMASK.MASK_ROI == "oriented" else set()
+    assert set(losses) == {"loss_cls", "loss_box_reg", "loss_mask"} | dice | frame
     assert all(torch.isfinite(v) and v > 0 for v in losses.values())
     sum(losses.values()).backward()
     assert model.mask_branch.mask_head.predictor.weight.grad.abs().sum() > 0

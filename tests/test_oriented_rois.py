@@ -330,3 +330,19 @@ def test_oriented_keys_reach_the_frames_and_the_frame_loss():
     ]
     assert losses[0] > 0
     torch.testing.assert_close(losses[1], 2.5 * losses[0])
+
+
+def test_frames_of_wild_outputs_stay_at_their_box():
+    """Outputs of an untrained head on large features (a random backbone with FrozenBN at init)
+    can be anything: the frame's centre stays within half a box diagonal of the box's centre
+    and its sides within twice the diagonal, so the frame still covers its object's region."""
+    head = OrientedFrameHead(4, 7, 8, 2.0, 1.2, 1.5, 0.1, 1.0)
+    boxes = torch.tensor([[10.0, 20.0, 40.0, 100.0], [0.0, 0.0, 6.0, 8.0]])
+    outputs = torch.tensor([[1e3, -1e3, 50.0, 50.0, 1.0, 0.0], [-7.0, 3.0, 9.0, 1.0, 0.0, -1.0]])
+    frames = head.frames(outputs, boxes)
+    centre = (boxes[:, :2] + boxes[:, 2:]) / 2
+    diag = (boxes[:, 2:] - boxes[:, :2]).norm(dim=1)
+    offset = (frames[:, :2] - centre).abs() / diag[:, None]
+    assert torch.allclose(offset, torch.full_like(offset, 0.5))
+    # Padded: at most 2 diagonals long, times LENGTH_PAD 1.2.
+    assert (frames[:, 2] <= 2 * 1.2 * diag + 1e-4).all()

@@ -268,3 +268,4 @@ def test_thin_config_switches_its_mechanisms_on():
     assert model.mask_nms_thresh == 0.5 and model.test_nms_thresh == 0.9
     assert model.mask_branch.in_features == ["p2", "p3", "p4", "p5"]
     assert type(model.mask_branch.mask_head).__name__ == "MaskRCNNConvUpsampleHead"
+    assert model.mask_branch.frame_head is not None  # oriented mask RoIs

@@ -26,6 +26,11 @@ from .oriented_rois import (
 # Above this length (a multiple of the box diagonal), a predicted side is clamped: exp of an
 # untrained output must not make a frame that covers the whole image.
 MAX_SIDE_LOG = math.log(2.0)
+# A predicted centre is kept within this many box diagonals of the box's centre (the object's
+# own centre lies within half a diagonal): an untrained head on large features (a backbone
+# trained from scratch, FrozenBN at init) would otherwise put frames off the image, where
+# the pooled features are zeros and the mask head learns nothing.
+MAX_CENTRE_OFFSET = 0.5
 # Elongated objects' targets are unit vectors (cos 2t, sin 2t), near-square ones (0, 0): a
 # prediction of norm below this is read as "near-square", and the RoI keeps its box.
 ORIENTED_NORM = 0.5
@@ -84,7 +89,8 @@ class OrientedFrameHead(nn.Module):
         rectangle where the prediction is elongated, the box (unpadded) elsewhere."""
         outputs = outputs.detach()
         centre, diag = _centre_and_diagonal(boxes)
-        xy = centre + outputs[:, :2] * diag[:, None]
+        offsets = outputs[:, :2].clamp(-MAX_CENTRE_OFFSET, MAX_CENTRE_OFFSET)
+        xy = centre + offsets * diag[:, None]
         sides = outputs[:, 2:4].clamp(max=MAX_SIDE_LOG).exp() * diag[:, None]
         theta = 0.5 * torch.atan2(outputs[:, 5], outputs[:, 4])
         rectangles = pad_frames(
