@@ -130,7 +130,10 @@ def run_one(variant: str, spec: SharedSpec, args, gt: dict) -> dict:
 def collect(work_dir: Path) -> list[dict]:
     """Every finished run's row under ``work_dir``, seed-major."""
     rows = [json.loads(p.read_text()) for p in sorted(work_dir.glob("seed*/*/row.json"))]
-    return sorted(rows, key=lambda r: (r["seed"], list(VARIANTS).index(r["variant"])))
+    order = {variant: i for i, variant in enumerate(VARIANTS)}  # unknown ones (newer code) last
+    return sorted(
+        rows, key=lambda r: (r["seed"], order.get(r["variant"], len(order)), r["variant"])
+    )
 
 
 def main() -> None:
