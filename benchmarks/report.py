@@ -4,8 +4,9 @@
 
 Reads from the results folder ``accuracy.json``, every ``inference_cost_*.json`` (one per device
 and precision) and ``train_cost_*.json``, ``predictor_cost.json``, ``paste_cost.json``,
-``thin_objects.json``, ``thin_oriented.json``, ``quickstart.json`` (a copy of a quickstart run's
-``output/quickstart/summary.json``), ``quickstart_variants.json`` and ``export_speed_cpu.json``;
+``thin_objects.json``, ``thin_oriented.json`` with ``oriented_inference_cpu.json``,
+``quickstart.json`` (a copy of a quickstart run's ``output/quickstart/summary.json``),
+``quickstart_variants.json`` and ``export_speed_cpu.json``;
 writes ``benchmarks.md`` and ``thin_objects.md`` there, the plots (``benchmarks.plots``) and,
 for the committed results, the generated blocks of ``DOC`` (``MARKERS``), so that no figure in
 the documentation is typed by hand. Every cell is a mean over seeds with the lowest and highest
@@ -760,11 +761,13 @@ MATCHED_THIN_IOU = 0.75
 NEAR_AXIS_RECALL = 0.9
 MASK_RCNN_READS = 10.0  # the benchmark ranks: Mask R-CNN's thin mask AP >= 10
 COMPACT_LOSS = 1.0  # compact classes' mask AP within 1 of the box-RoI default
+ORIENTED_INFERENCE = 1.15  # ms/image <= 1.15x the box-RoI default's
 
 
-def thin_oriented_markdown(result: dict) -> str:
+def thin_oriented_markdown(result: dict, inference: dict | None = None) -> str:
     """The block of the oriented-RoI thin benchmark: AP, per-angle cut-out measures, per class,
-    the oriented-minus-box differences and the targets."""
+    the oriented-minus-box differences and the targets, with the inference cost of oriented
+    against box RoIs from ``inference`` (``benchmarks.timing.oriented_inference``) when given."""
     groups: dict[str, list[dict]] = defaultdict(list)
     for row in result["rows"]:
         groups[row["variant"]].append(row)
@@ -807,7 +810,7 @@ def thin_oriented_markdown(result: dict) -> str:
     )
     lines += _oriented_by_angle(groups, order)
     lines += per_class_table([(ORIENTED_NAMES[v], groups[v]) for v in order])
-    lines += _oriented_differences(groups) + _oriented_targets(groups)
+    lines += _oriented_differences(groups) + _oriented_targets(groups, inference)
     return "\n".join(lines) + "\n"
 
 
@@ -869,14 +872,16 @@ def _oriented_differences(groups: dict) -> list[str]:
     return ["", "Against the box-RoI default, same seed:", ""] + table(header, rows)
 
 
-def _oriented_targets(groups: dict) -> list[str]:
+def _oriented_targets(groups: dict, inference: dict | None) -> list[str]:
     needed = ("retinamask_box", "retinamask_oriented", "mask_rcnn")
     if not all(v in groups for v in needed):
         return []
     box, oriented, mrcnn = (groups[v] for v in needed)
+    # Seed means over the seeds the three compared models share.
+    seeds = set.intersection(*({r["seed"] for r in rows} for rows in (box, oriented, mrcnn)))
 
     def mean(rows: list[dict], path: str) -> float | None:
-        return _mean(rows, path)
+        return _mean([r for r in rows if r["seed"] in seeds], path)
 
     thin, thin_box = mean(oriented, "mask.thin_AP"), mean(box, "mask.thin_AP")
     thin_mrcnn = mean(mrcnn, "mask.thin_AP")
@@ -925,7 +930,41 @@ def _oriented_targets(groups: dict) -> list[str]:
                 check(a, b, lambda x, y: x >= y - COMPACT_LOSS),
             ]
         )
-    return ["", "Targets (seed means):", ""] + table("| Target | measured | verdict |", target_rows)
+    intro = f"Targets (means over seeds {', '.join(map(str, sorted(seeds)))}):"
+    if inference is not None:
+        target_rows += _oriented_inference_rows(inference)
+        intro = (
+            f"{intro[:-1]}; inference: `python -m benchmarks.timing.oriented_inference`, "
+            f"{inference['device']}, each pair timed in turn, fastest of the repeats):"
+        )
+    return ["", intro, ""] + table("| Target | measured | verdict |", target_rows)
+
+
+def _oriented_inference_rows(inference: dict) -> list[list[str]]:
+    """Inference of oriented against box mask RoIs: the trained thin models at the demo's
+    threshold, and the R-50-FPN at 800x1333 for each number of masks."""
+    rows = []
+    thin = inference.get("thin")
+    if thin is not None:
+        box, oriented = (thin["rows"][m]["ms_per_image"] for m in ("box", "oriented"))
+        rows.append(
+            [
+                f"inference ≤ 1.15 × box RoIs: thin models at threshold {thin['threshold']:g}",
+                f"{oriented:.0f} vs {box:.0f} ms ({oriented / box:.2f}×)",
+                verdict(oriented <= ORIENTED_INFERENCE * box),
+            ]
+        )
+    coco = inference.get("coco", {})
+    for count in sorted((k for k in coco if k.isdigit()), key=int):
+        box, oriented = coco[count]["box_ms"], coco[count]["oriented_ms"]
+        rows.append(
+            [
+                f"inference ≤ 1.15 × box RoIs: R-50-FPN, 800×1333, {count} masks",
+                f"{oriented:.0f} vs {box:.0f} ms ({oriented / box:.2f}×)",
+                verdict(oriented <= ORIENTED_INFERENCE * box),
+            ]
+        )
+    return rows
 
 
 # The other generated blocks: the quickstart's line, its variants, the exported model's speed.
@@ -1053,12 +1092,15 @@ def blocks(results_dir: Path) -> dict[str, str]:
         "export": ("export_speed_cpu.json", export_markdown),
         "thin_objects": ("thin_objects.json", thin_markdown),
         "quickstart_variants": ("quickstart_variants.json", quickstart_variants_markdown),
-        "thin_oriented": ("thin_oriented.json", thin_oriented_markdown),
     }
     for marker, (name, make) in makers.items():
         result = load(results_dir, name)
         if result is not None:
             out[marker] = make(result)
+    oriented = load(results_dir, "thin_oriented.json")
+    if oriented is not None:
+        inference = load(results_dir, "oriented_inference_cpu.json")
+        out["thin_oriented"] = thin_oriented_markdown(oriented, inference)
     return out
 
 

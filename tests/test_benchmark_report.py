@@ -274,6 +274,26 @@ def _oriented_row(variant: str, seed: int, thin: float, near_recall: float, ring
     }
 
 
+ORIENTED_THREE = ("retinamask_box", "retinamask_oriented", "mask_rcnn")
+_ORIENTED_RESULT = {
+    "device": "CPU",
+    "spec": {
+        "fpn_channels": 64,
+        "head_convs": 2,
+        "mask_convs": 2,
+        "mask_dim": 64,
+        "ims_per_batch": 4,
+        "max_iter": 100,
+    },
+    "data": {
+        "train_images": 4,
+        "val_images": 2,
+        "layout": {"sides": [192, 224], "bar_widths": {"rod": [5, 8]}},
+        "statistics": {"gt": 20},
+    },
+}
+
+
 def test_thin_oriented_targets_compare_rows_of_the_same_run():
     rows = [
         _oriented_row("retinamask_box", 0, 10.0, 0.5, 60.0),
@@ -283,24 +303,7 @@ def test_thin_oriented_targets_compare_rows_of_the_same_run():
         _oriented_row("mask_rcnn", 0, 18.0, 0.95, 60.0),
         _oriented_row("mask_rcnn", 1, 18.0, 0.95, 60.0),
     ]
-    result = {
-        "rows": rows,
-        "device": "CPU",
-        "spec": {
-            "fpn_channels": 64,
-            "head_convs": 2,
-            "mask_convs": 2,
-            "mask_dim": 64,
-            "ims_per_batch": 4,
-            "max_iter": 100,
-        },
-        "data": {
-            "train_images": 4,
-            "val_images": 2,
-            "layout": {"sides": [192, 224], "bar_widths": {"rod": [5, 8]}},
-            "statistics": {"gt": 20},
-        },
-    }
+    result = {**_ORIENTED_RESULT, "rows": rows}
     text = report.thin_oriented_markdown(result)
     same = ["40.0 (40.0–40.0)", "35.0 (35.0–35.0)", "30.0 (30.0–30.0)"]
     assert f"| RetinaMask, oriented mask RoIs | 2 | {' | '.join(same)} | 22.0 (20.0–24.0) |" in text
@@ -321,3 +324,21 @@ def test_committed_doc_holds_the_blocks_of_the_committed_results():
     text = report.DOC.read_text(encoding="utf-8")
     for marker, body in report.blocks(report.RESULTS_DIR).items():
         assert f"<!-- generated:{marker} -->\n{body.strip()}\n<!-- /generated:{marker} -->" in text
+
+
+def test_thin_oriented_inference_targets_are_ratios_to_box_rois():
+    rows = [_oriented_row(v, 0, 10.0, 0.5, 60.0) for v in ORIENTED_THREE]
+    result = {**_ORIENTED_RESULT, "rows": rows}
+    inference = {
+        "device": "CPU",
+        "thin": {
+            "threshold": 0.5,
+            "rows": {"box": {"ms_per_image": 40.0}, "oriented": {"ms_per_image": 48.0}},
+        },
+        "coco": {"10": {"box_ms": 1000.0, "oriented_ms": 1100.0}},
+    }
+    text = report.thin_oriented_markdown(result, inference)
+    target = "| inference ≤ 1.15 × box RoIs:"
+    assert f"{target} thin models at threshold 0.5 | 48 vs 40 ms (1.20×) | **missed** |" in text
+    assert f"{target} R-50-FPN, 800×1333, 10 masks | 1100 vs 1000 ms (1.10×) | met |" in text
+    assert "inference" not in report.thin_oriented_markdown(result)
