@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 from detectron2.layers import ShapeSpec
+from detectron2.modeling.matcher import Matcher
 from detectron2.modeling.poolers import ROIPooler
 from detectron2.structures import BitMasks, Boxes, Instances, PolygonMasks
 from detectron2.utils.events import EventStorage
@@ -346,3 +347,34 @@ def test_frames_of_wild_outputs_stay_at_their_box():
     assert torch.allclose(offset, torch.full_like(offset, 0.5))
     # Padded: at most 2 diagonals long, times LENGTH_PAD 1.2.
     assert (frames[:, 2] <= 2 * 1.2 * diag + 1e-4).all()
+
+
+@pytest.mark.parametrize("kind", ["polygon", "bitmask"])
+def test_gt_frames_fitted_once_per_object_equal_those_fitted_per_roi(kind):
+    """The frame targets of RoIs that carry their GT's frame (``with_gt_frames``, fitted once per
+    object) are those fitted from each RoI's own copy of the GT mask."""
+    from retinamask_d2.modeling.mask_rois import select_mask_training_rois
+
+    head = OrientedFrameHead(4, 7, 8, 2.0, 1.2, 1.5, 0.1, 1.0)
+    masks = _bar_masks(kind)
+    square = torch.zeros(1, 200, 200, dtype=torch.bool)
+    square[0, 20:60, 30:70] = True
+    gt = Instances((200, 200), gt_classes=torch.tensor([0, 1]))
+    if kind == "polygon":
+        gt.gt_masks = PolygonMasks(masks.polygons + [[_rectangle_polygon(50, 40, 40, 40, 0.0)]])
+    else:
+        gt.gt_masks = BitMasks(torch.cat([masks.tensor, square]))
+    gt.gt_boxes = gt.gt_masks.get_bounding_boxes()
+    jitter = torch.tensor([[1.0, -2.0, 0.0, 1.0], [0.0, 0.0, -1.0, 2.0], [2.0, 1.0, 1.0, 0.0]])
+    detections = Instances((200, 200))
+    boxes = gt.gt_boxes.tensor
+    detections.pred_boxes = Boxes(torch.cat([boxes[:1] + jitter, boxes[1:] + jitter[:2]]))
+    matcher = Matcher([0.5], [0, 1], allow_low_quality_matches=False)
+    (per_roi,) = select_mask_training_rois([detections], [gt], matcher)
+    (carried,) = select_mask_training_rois([detections], [head.with_gt_frames(gt)], matcher)
+    assert carried.has("gt_frames") and not per_roi.has("gt_frames") and len(carried) == 7
+    rois = per_roi.proposal_boxes.tensor
+    expected, expected_long = head.targets([per_roi], rois)
+    got, got_long = head.targets([carried], rois)
+    assert torch.equal(got_long, expected_long) and expected_long.sum() == 4  # the bar's RoIs
+    torch.testing.assert_close(got, expected)

@@ -147,6 +147,8 @@ class RetinaMaskBranch(nn.Module):
         ``features`` are the maps of ``in_features``, in that order. With no positive RoI in
         the batch the loss is a zero that still depends on the head (as in detectron2).
         """
+        if self.frame_head is not None:
+            gt_instances = [self.frame_head.with_gt_frames(gt) for gt in gt_instances]
         rois = select_mask_training_rois(detections, gt_instances, self.roi_matcher)
         if self.box_scale != 1.0:  # the targets are cropped from the scaled boxes too
             rois = [_with_proposal_boxes(r, self.mask_boxes(r.proposal_boxes)) for r in rois]

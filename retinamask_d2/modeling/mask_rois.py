@@ -4,6 +4,9 @@ import torch
 from detectron2.modeling.matcher import Matcher
 from detectron2.structures import Boxes, Instances, pairwise_iou
 
+# Fields of the GT instances that their RoIs carry along when present (see OrientedFrameHead).
+GT_FRAME_FIELDS = ("gt_frames", "gt_elongated")
+
 
 def select_mask_training_rois(
     detections: list[Instances], gt_instances: list[Instances], matcher: Matcher
@@ -43,12 +46,11 @@ def select_mask_training_rois(
         matched_idxs, labels = matcher(pairwise_iou(gts.gt_boxes, candidates))
         positive = labels == 1
         covered = gts[matched_idxs[positive]]
+        fields = {"gt_classes": covered.gt_classes, "gt_masks": covered.gt_masks}
+        for name in GT_FRAME_FIELDS:  # oriented RoIs: each GT's frame, fitted once per image
+            if gts.has(name):
+                fields[name] = covered.get(name)
         rois_per_image.append(
-            Instances(
-                gts.image_size,
-                proposal_boxes=candidates[positive],
-                gt_classes=covered.gt_classes,
-                gt_masks=covered.gt_masks,
-            )
+            Instances(gts.image_size, proposal_boxes=candidates[positive], **fields)
         )
     return rois_per_image

@@ -115,13 +115,26 @@ class OrientedFrameHead(nn.Module):
         loss = (angle + shape) / max(len(boxes), 1)
         return {"loss_mask_frame": loss * self.loss_weight}
 
+    def with_gt_frames(self, gt: Instances) -> Instances:
+        """A copy of one image's GT instances with ``gt_frames`` (N, 5) and ``gt_elongated``
+        (N,), their masks' frames. Fitted here once per object, the RoIs that cover it take
+        them along (``select_mask_training_rois``) instead of fitting its mask once per RoI."""
+        copy = Instances(gt.image_size, **gt.get_fields())
+        if len(gt) > 0 and gt.has("gt_masks"):
+            device = gt.gt_boxes.tensor.device
+            copy.gt_frames, copy.gt_elongated = gt_frames(gt.gt_masks, self.min_elongation, device)
+        return copy
+
     def targets(self, rois: list[Instances], boxes: Tensor) -> tuple[Tensor, Tensor]:
         """(R, 6) regression targets and (R,) whether each RoI's object is elongated."""
         fitted, elongated = [], []
         for r in rois:
             if len(r) == 0:  # an image without GT has no gt_masks field
                 continue
-            frames, long = gt_frames(r.gt_masks, self.min_elongation, boxes.device)
+            if r.has("gt_frames"):  # fitted once per GT by with_gt_frames
+                frames, long = r.gt_frames, r.gt_elongated
+            else:
+                frames, long = gt_frames(r.gt_masks, self.min_elongation, boxes.device)
             fitted.append(frames)
             elongated.append(long)
         if not fitted:
