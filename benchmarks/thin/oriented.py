@@ -67,7 +67,7 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     ),
 }
 MAIN = ("retinamask_box", "retinamask_oriented", "retinanet", "mask_rcnn")
-SPEC = SharedSpec(image_size=224, max_iter=600, warmup_iters=50, anchor_size=16, base_lr=0.01)
+SPEC = SharedSpec(image_size=224, max_iter=1200, warmup_iters=50, anchor_size=16, base_lr=0.01)
 QUICK_SPEC = SharedSpec(image_size=224, max_iter=3, warmup_iters=1, ims_per_batch=2)
 
 
@@ -111,6 +111,7 @@ def run_one(variant: str, spec: SharedSpec, args, gt: dict) -> dict:
     row = {
         "variant": variant,
         "seed": spec.seed,
+        "max_iter": spec.max_iter,
         **timing,
         "load_average_before": load,
         "ms_per_image": 1000.0 * median(seconds),
