@@ -26,15 +26,21 @@ def _bar(angle_deg: float, size: int = 128) -> np.ndarray:
     return mask_util.decode(mask_util.merge(rle)).astype(bool)
 
 
-def _cutout(mask: np.ndarray):
+def _image_and_instance(mask: np.ndarray) -> tuple[np.ndarray, Instances]:
+    """An image of ``mask``'s object in COLOUR on noise (channels <= 120), and its instance."""
     rng = np.random.default_rng(0)
-    image = rng.integers(0, 120, (*mask.shape, 3), dtype=np.uint8)  # background: channels <= 120
+    image = rng.integers(0, 120, (*mask.shape, 3), dtype=np.uint8)
     image[mask] = COLOUR
     instances = Instances(mask.shape)
     instances.pred_masks = torch.as_tensor(mask[None])
     instances.pred_boxes = Boxes(torch.tensor([[0.0, 0.0, 1.0, 1.0]]))
     instances.pred_classes = torch.tensor([0])
     instances.scores = torch.tensor([0.9])
+    return image, instances
+
+
+def _cutout(mask: np.ndarray):
+    image, instances = _image_and_instance(mask)
     (upright,) = make_cutouts(image, instances, Metadata(name="upright"), upright=True)
     (boxed,) = make_cutouts(image, instances, Metadata(name="upright"))
     return upright, boxed
@@ -69,14 +75,7 @@ def test_upright_exact_for_an_axis_aligned_bar():
 def _cutout_with_frame_angle(mask: np.ndarray, angle_deg: float):
     """The upright cut-out of ``mask``'s object when the instance has ``pred_frames`` with
     that angle (degrees, image axes: from x towards y, down)."""
-    rng = np.random.default_rng(0)
-    image = rng.integers(0, 120, (*mask.shape, 3), dtype=np.uint8)
-    image[mask] = COLOUR
-    instances = Instances(mask.shape)
-    instances.pred_masks = torch.as_tensor(mask[None])
-    instances.pred_boxes = Boxes(torch.tensor([[0.0, 0.0, 1.0, 1.0]]))
-    instances.pred_classes = torch.tensor([0])
-    instances.scores = torch.tensor([0.9])
+    image, instances = _image_and_instance(mask)
     frame = [mask.shape[1] / 2, mask.shape[0] / 2, LENGTH, WIDTH, np.radians(angle_deg)]
     instances.pred_frames = torch.tensor([frame])
     (upright,) = make_cutouts(image, instances, Metadata(name="upright"), upright=True)
