@@ -109,17 +109,24 @@ def per_object(dataset: dict, results: list[dict], thin_ids: set[int]) -> list[d
         same = [
             r for r in by_image.get(ann["image_id"], []) if r["category_id"] == ann["category_id"]
         ]
-        if same:
-            box_iou = mask_util.iou([r["bbox"] for r in same], [ann["bbox"]], [0])[:, 0]
-            best = int(np.argmax(box_iou))
-            if box_iou[best] >= FOUND_IOU:
-                row["found"] = True
-                if "segmentation" in same[best]:
-                    gt = mask_util.decode(to_rle(ann["segmentation"], h, w)).astype(bool)
-                    pred = mask_util.decode(same[best]["segmentation"]).astype(bool)
-                    row.update(shape_errors(pred, gt))
+        best = best_box_match([r["bbox"] for r in same], ann["bbox"])
+        if best is not None:
+            row["found"] = True
+            if "segmentation" in same[best]:
+                gt = mask_util.decode(to_rle(ann["segmentation"], h, w)).astype(bool)
+                pred = mask_util.decode(same[best]["segmentation"]).astype(bool)
+                row.update(shape_errors(pred, gt))
         rows.append(row)
     return rows
+
+
+def best_box_match(boxes_xywh: list, gt_bbox: list) -> int | None:
+    """Index of the box (XYWH) with the highest IoU with ``gt_bbox``, if it reaches FOUND_IOU."""
+    if len(boxes_xywh) == 0:
+        return None
+    iou = mask_util.iou(list(boxes_xywh), [gt_bbox], [0])[:, 0]
+    best = int(np.argmax(iou))
+    return best if iou[best] >= FOUND_IOU else None
 
 
 def _mean(values: list) -> float | None:

@@ -23,7 +23,7 @@ from detectron2.data import MetadataCatalog
 from PIL import Image, ImageDraw
 
 from benchmarks.harness import ROOT
-from benchmarks.thin.object_metrics import FOUND_IOU, axis_angle, to_rle
+from benchmarks.thin.object_metrics import axis_angle, best_box_match, to_rle
 from benchmarks.thin.oriented import DATA_NAME, SPEC, build_cfg, thin_category_ids
 from benchmarks.training import register
 from retinamask_d2.data.image_io import read_image
@@ -53,16 +53,13 @@ def _on_checkerboard(rgba: np.ndarray) -> Image.Image:
     return board
 
 
-def _best(instances, annotation: dict, height: int, width: int) -> int | None:
-    """Index of the detection of the object's class with the highest box IoU (>= FOUND_IOU)."""
+def _best(instances, annotation: dict) -> int | None:
+    """Index of the detection of the object's class that the benchmark matches to it."""
     same = (instances.pred_classes.numpy() == annotation["category_id"] - 1).nonzero()[0]
-    if len(same) == 0:
-        return None
     boxes = instances.pred_boxes.tensor.numpy()[same]
     xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], 1)
-    iou = mask_util.iou(xywh.tolist(), [annotation["bbox"]], [0])[:, 0]
-    best = int(np.argmax(iou))
-    return int(same[best]) if iou[best] >= FOUND_IOU else None
+    best = best_box_match(xywh.tolist(), annotation["bbox"])
+    return None if best is None else int(same[best])
 
 
 def collect_rows(
@@ -86,7 +83,7 @@ def collect_rows(
         rgb = read_image(str(images_dir / image["file_name"]), format="RGB")
         outputs = {name: p.predict(rgb, format="RGB") for name, p in predictors.items()}
         for ann in candidates:
-            found = {n: _best(o, ann, image["height"], image["width"]) for n, o in outputs.items()}
+            found = {n: _best(o, ann) for n, o in outputs.items()}
             if any(i is None for i in found.values()):
                 continue
             gt_mask = mask_util.decode(to_rle(ann["segmentation"], image["height"], image["width"]))
